@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up .venv with the CPU build of torch (from this machine's disk when present) and uml-fed.
+# Idempotent: a second run only checks.  Usage: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+if ! python -c "import torch" 2>/dev/null; then
+  python -m pip install -q --upgrade pip
+  # pin the CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build
+  python -m pip install -q "torch==2.13.0"
+fi
+if ! python -c "import uml_fed, flwr, hydra, rasterio, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.uml-fed-installed ]; then
+  python -m pip install -q -e ".[dev]"
+  touch .venv/.uml-fed-installed
+fi
+python - <<'PY'
+import torch, flwr, uml_fed
+print(f"uml-fed ready: torch {torch.__version__}, flwr {flwr.__version__}")
+PY

@@ -1,0 +1,103 @@
+"""End to end: an in-process Flower simulation and the real `flwr run` CLI (marked slow; run in CI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tiny_overrides
+from flwr.app import Context
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+import client_app as real_client
+from uml_fed.config import from_run_config
+from uml_fed.federated.runtime import server_config
+from uml_fed.federated.server import run_federated
+from uml_fed.model import UMLModel, backbone_state
+
+
+class RecordingGrid:
+    """The real grid, with every reply kept for inspection."""
+
+    def __init__(self, grid, store):
+        self._grid, self._store = grid, store
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, timeout=None):
+        replies = list(self._grid.send_and_receive(messages=messages, timeout=timeout))
+        self._store.extend(replies)
+        return replies
+
+
+@pytest.mark.slow
+def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(tmp_path):
+    from flwr.simulation import run_simulation
+
+    run_config = {"overrides": " ".join(tiny_overrides()), "local-epochs": 2, "output-dir": str(tmp_path / "run")}
+    replies = []
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid, context):
+        cfg, names = server_config(run_config)  # run_simulation passes an empty run config
+        run_federated(RecordingGrid(grid, replies), cfg, names)
+
+    client = ClientApp()
+
+    def with_config(handler):
+        def wrapped(msg, context):
+            view = Context(run_id=context.run_id, node_id=context.node_id, node_config=context.node_config,
+                           state=context.state, run_config=run_config)  # same state object: updates persist
+            return handler(msg, view)
+
+        return wrapped
+
+    client.train()(with_config(real_client.train))
+    client.query("describe")(with_config(real_client.describe))
+    client.query("calibrate")(with_config(real_client.calibrate))
+
+    run_simulation(server, client, num_supernodes=2, backend_config={"client_resources": {"num_cpus": 1}})
+
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["modalities"]) == {"s1", "s2"} and results["rounds"] == 2 and not results["failures"]
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2] and all(sorted(r["replied"]) == ["s1", "s2"] for r in rounds)
+
+    cfg = from_run_config(run_config)
+    backbone_keys = set(backbone_state(UMLModel({"x": 1}, 6, cfg.model)))
+    kinds = {}
+    for msg in replies:
+        assert not msg.has_error(), msg.error
+        kind = msg.metadata.message_type
+        kinds[kind] = kinds.get(kind, 0) + 1
+        content = msg.content
+        if kind == "train":
+            assert list(content.array_records) == ["arrays"]
+            assert set(content["arrays"].keys()) == backbone_keys  # no projection, no BN statistics
+            assert not content.config_records
+        else:
+            assert not content.array_records  # describe / calibrate carry no arrays at all
+        for record in content.metric_records.values():
+            assert all(isinstance(v, (int, float)) for v in record.values())
+    assert kinds == {"query.describe": 2, "train": 4, "query.calibrate": 2}
+
+
+@pytest.mark.slow
+def test_flwr_run_cli_on_a_tiny_config(tmp_path):
+    from uml_fed.federated.launch import _pids_with, flwr_run
+
+    out = tmp_path / "run"
+    run = flwr_run(
+        {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 2, "output-dir": str(out)},
+        federation_config={"num-supernodes": 2, "client-resources-num-cpus": 1},
+        timeout=400,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert f"run directory: {out}" in run.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["modalities"]) == {"s1", "s2"} and results["rounds"] == 2
+    assert (out / "clients" / "s1" / "calibrated.pt").is_file()
+    assert not _pids_with(str(run.flwr_home))  # every Flower process it started is gone

@@ -1,0 +1,245 @@
+"""Typed configuration: one dataclass schema for the CLI, the sweeps and the Flower apps.
+
+The schema is registered in Hydra's ConfigStore as ``base_config``; YAML groups under ``configs/``
+(data, model, train, fed, experiment) only override its fields, so a typo in any YAML file or command
+line override fails loudly.  Flower's flat run config is bridged into the same schema by
+:func:`from_run_config`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import MISSING, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key, the value and the remedy."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | bigearthnet_v1 | bigearthnet_v2 | sen12ms | eurosat | folder
+    root: str | None = None  # dataset root on disk (real sources only); absolute path
+    cache_dir: str | None = None  # decode-once cache (real sources); default <root>/.uml_fed_cache
+    modalities: list[str] = field(default_factory=lambda: ["s1", "s2"])  # institutions, one sensor each
+    bands: dict[str, list[str]] = field(default_factory=dict)  # band names per modality; empty = sensor default
+    per_band: bool = False  # each band of each listed sensor becomes its own institution (paper Exp. 1)
+    classes: list[str] = field(default_factory=list)  # class names; empty = the source's default list
+    train_per_class: int = 100  # training samples per class and institution (paper low-data: 100)
+    val_per_class: int = 30  # validation samples per class and institution
+    test_per_class: int = 50  # test samples per class and institution
+    patch_size: int = 32  # synthetic patch side in pixels (BigEarthNet 120, SEN12MS 256, EuroSAT 64)
+    paired: bool = False  # real archives: give all institutions the SAME scenes (paired reference only)
+    normalization: str = "train"  # train = per-band stats of the institution's own train split | published
+    season: str = "summer"  # SEN12MS season filter: spring | summer | fall | winter
+    skip_unreadable: bool = False  # real sources: skip unreadable patches with a warning (counted in reports)
+    resize: int = 0  # real sources: resample every patch bilinearly to this side in pixels; 0 = native (folder: needed for mixed sizes)
+    short_class: str = "raise"  # real sources, class too small for the split sizes: raise | shrink (that class's splits) | drop (the class)
+    igbp_scheme: str = "full"  # SEN12MS labels: full = 17 IGBP classes (the paper's 7 summer classes) | simplified = 10 classes
+    snr_scale: float = 1.0  # synthetic: multiplies the optical sensor noise (1 = nominal Sentinel-2 noise)
+    enl: float = 4.4  # synthetic: equivalent number of looks of the SAR speckle (Sentinel-1 IW GRD ~4.4)
+    mixing: float = 0.35  # synthetic: mean fraction of a scene covered by non-dominant land covers (0..0.6)
+
+
+@dataclass
+class ModelConfig:
+    width: int = 16  # channels of the first ResNet stage (64 = the paper's ResNet-18)
+    projection_blocks: int = 2  # basic blocks in each private projection f_k, 0..8 (paper: 2)
+    stem: str = "small"  # small = 3x3 stride-1 conv (patches <= 64 px) | large = 7x7 stride-2 + max-pool
+    track_running_stats: bool = False  # False = static BN (paper); True = usual running-average BN (ablation)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200  # total training epochs (federated: R x L)
+    batch_size: int = 32  # mini-batch size b per modality and step
+    lr: float = 1e-3  # AdamW initial learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    lr_step: int = 150  # StepLR step size in epochs
+    lr_gamma: float = 0.1  # StepLR decay factor
+    select_after: int = 190  # model selection: best val accuracy among epochs > select_after (0-based count)
+    eval_batch_size: int = 600  # batch size for validation/test forward passes
+    bn_cal_epochs: int = 10  # Algorithm 2: calibration epochs E_cal
+    bn_cal_batch_size: int = 600  # Algorithm 2: calibration batch size B
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    run_unimodal: bool = True  # centralized command: also train the unimodal baselines for comparison
+    progress: bool = True  # show progress bars
+
+
+@dataclass
+class FedConfig:
+    local_epochs: int = 5  # L: local epochs per round
+    rounds: int = 0  # R; 0 = train.epochs // local_epochs
+    strategy: str = "fedavg"  # fedavg | fedprox | fedavgm | fedadam | fedyogi | fedadagrad | fedmedian | fedtrimmedavg
+    proximal_mu: float = 0.0  # FedProx mu (> 0 adds mu/2 ||theta - theta_global||^2 on the backbone)
+    weighting: str = "uniform"  # uniform = 1/K as in the paper | num_examples = Flower's default
+    keep_optimizer_state: bool = True  # clients keep AdamW moments across rounds (in their private state)
+    fraction_train: float = 1.0  # fraction of nodes sampled per round
+    min_nodes: int = 0  # min nodes to train/evaluate/be available; 0 = all institutions
+    round_timeout: float = 3600.0  # seconds the server waits for a round's replies
+    min_replies: int = 1  # a round is aggregated when at least this many replies arrive
+    sweep_local_epochs: list[int] = field(default_factory=lambda: [2, 5, 10, 25, 50])  # L values of a sweep
+    client_cpus: float = 1.0  # Ray simulation: CPUs per client
+    client_gpus: float = 0.0  # Ray simulation: GPUs per client (fractions share a GPU)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
+    seed: int = 0  # fixes data generation/subsets, initialisation and batch order
+    name: str = "default"  # experiment name, used in run directory names
+    output_dir: str = MISSING  # run directory; set by the CLI (Hydra's) or the ServerApp
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+register_configs()
+
+CONFIG_DIR = Path(os.environ.get("UML_FED_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+
+
+def config_dir() -> Path:
+    if not (CONFIG_DIR / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"configs/config.yaml not found at {CONFIG_DIR}; run from a checkout of uml-fed "
+            "(pip install -e .) or set UML_FED_CONFIG_DIR to the folder holding config.yaml"
+        )
+    return CONFIG_DIR
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), output_dir: str | None = None) -> Config:
+    """Compose the Hydra config (same files and schema as the CLI) and return the typed object."""
+    gh = GlobalHydra.instance()
+    if gh.is_initialized():
+        cfg = compose("config", overrides=list(overrides))
+    else:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+    if output_dir is not None:
+        cfg.output_dir = str(output_dir)
+    return to_config(cfg)
+
+
+def to_config(cfg: Any) -> Config:
+    """DictConfig -> validated typed Config."""
+    if isinstance(cfg, Config):
+        obj = cfg
+    else:
+        if OmegaConf.is_missing(cfg, "output_dir"):
+            cfg.output_dir = ""
+        obj = OmegaConf.to_object(cfg)
+    validate(obj)
+    return obj
+
+
+def validate(cfg: Config) -> None:
+    m, t, f, d = cfg.model, cfg.train, cfg.fed, cfg.data
+    if not 0 <= m.projection_blocks <= 8:
+        raise ConfigError(f"model.projection_blocks={m.projection_blocks} must be in 0..8 (ResNet-18 has 8 blocks)")
+    if m.stem not in ("small", "large"):
+        raise ConfigError(f"model.stem={m.stem!r} must be 'small' or 'large'")
+    if m.width < 1:
+        raise ConfigError(f"model.width={m.width} must be >= 1")
+    for key in ("epochs", "batch_size", "eval_batch_size", "bn_cal_batch_size", "lr_step"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
+    if t.bn_cal_epochs < 0:
+        raise ConfigError(f"train.bn_cal_epochs={t.bn_cal_epochs} must be >= 0")
+    if f.local_epochs < 1:
+        raise ConfigError(f"fed.local_epochs={f.local_epochs} must be >= 1")
+    if f.weighting not in ("uniform", "num_examples"):
+        raise ConfigError(f"fed.weighting={f.weighting!r} must be 'uniform' or 'num_examples'")
+    if not d.modalities:
+        raise ConfigError("data.modalities is empty: list at least one institution's sensor")
+    if len(set(d.modalities)) != len(d.modalities):
+        raise ConfigError(f"data.modalities={list(d.modalities)} lists a modality twice")
+    for key in ("train_per_class", "val_per_class", "test_per_class"):
+        if getattr(d, key) < 1:
+            raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 1")
+
+
+def num_rounds(cfg: Config) -> int:
+    """R: given, or total epochs / L (which must divide evenly so R x L stays the budget)."""
+    if cfg.fed.rounds > 0:
+        return cfg.fed.rounds
+    if cfg.train.epochs % cfg.fed.local_epochs:
+        raise ConfigError(
+            f"train.epochs={cfg.train.epochs} is not a multiple of fed.local_epochs={cfg.fed.local_epochs}; "
+            "choose L dividing the total or set fed.rounds explicitly"
+        )
+    return cfg.train.epochs // cfg.fed.local_epochs
+
+
+# Flower run-config keys (pyproject [tool.flwr.app.config]) -> schema paths.  The pyproject defaults
+# are "keep the config's value" sentinels (KEEP), so experiment files stay in charge unless a key is
+# given on the command line.
+RUN_CONFIG_KEYS: dict[str, str] = {
+    "local-epochs": "fed.local_epochs",
+    "num-server-rounds": "fed.rounds",
+    "total-epochs": "train.epochs",
+    "strategy": "fed.strategy",
+    "proximal-mu": "fed.proximal_mu",
+    "weighting": "fed.weighting",
+    "fraction-train": "fed.fraction_train",
+    "min-nodes": "fed.min_nodes",
+    "round-timeout": "fed.round_timeout",
+    "seed": "seed",
+    "device": "train.device",
+    "num-threads": "train.num_threads",
+    "data-root": "data.root",
+}
+KEEP: dict[str, Any] = {
+    "local-epochs": 0, "num-server-rounds": 0, "total-epochs": 0, "min-nodes": 0, "round-timeout": 0,
+    "fraction-train": 0, "proximal-mu": -1, "seed": -1, "num-threads": -1,
+}
+
+
+def run_config_overrides(run_config: Mapping[str, Any]) -> list[str]:
+    """Translate Flower's flat run config into Hydra overrides (one place, used by both apps).
+
+    ``experiment`` picks a Hydra experiment file, ``overrides`` carries any further Hydra overrides
+    (space separated), ``modalities`` lists the institutions by partition id, and every key of
+    :data:`RUN_CONFIG_KEYS` maps to one schema field; "" or the key's :data:`KEEP` value leaves the
+    config's value as it is.
+    """
+    known = set(RUN_CONFIG_KEYS) | {"experiment", "overrides", "modalities", "output-dir"}
+    unknown = sorted(set(run_config) - known)
+    if unknown:
+        raise ConfigError(f"unknown run-config key(s) {unknown}; known keys: {sorted(known)}")
+    out: list[str] = []
+    exp = str(run_config.get("experiment", "") or "")
+    if exp:
+        out.append(f"experiment={exp}")
+    out.extend(str(run_config.get("overrides", "") or "").split())  # explicit keys below win over these
+    for key, path in RUN_CONFIG_KEYS.items():
+        if key not in run_config:
+            continue
+        value = run_config[key]
+        if value is None or value == "" or (key in KEEP and value == KEEP[key]):
+            continue
+        if isinstance(value, bool):
+            value = str(value).lower()
+        out.append(f"{path}={value}")
+    mods = str(run_config.get("modalities", "") or "")
+    if mods:
+        out.append("data.modalities=[" + ",".join(m.strip() for m in mods.split(",") if m.strip()) + "]")
+    return out
+
+
+def from_run_config(run_config: Mapping[str, Any], output_dir: str | None = None) -> Config:
+    """The flat Flower run config bridged into the typed schema."""
+    return load_config(run_config_overrides(run_config), output_dir=output_dir)

@@ -1,0 +1,133 @@
+"""What every data source hands to training: one :class:`Institution` per modality.
+
+An institution holds ONE modality (a sensor, or a single band in the fine-grained setting) with its
+own train/val/test arrays.  Arrays are float32 ``N x C x H x W`` in physical units (reflectance x 1e4,
+dB, ...) until :func:`normalize_institution` z-scores them with per-band statistics; labels are int64
+indices into the shared class list.  Institutions never share samples (unpaired) unless a source was
+explicitly asked for a paired split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """Bad data: the message names the modality, file or value at fault."""
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # float32 N x C x H x W
+    labels: np.ndarray  # int64 N
+    ids: list[str] = field(default_factory=list)  # scene / patch ids (for the unpaired check and reports)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class Institution:
+    """One institution = one modality's data.  ``bands`` names the channels in order."""
+
+    name: str
+    bands: list[str]
+    classes: list[str]
+    splits: dict[str, Split]
+    mean: np.ndarray | None = None  # per-band normalisation mean (set by normalize_institution)
+    std: np.ndarray | None = None  # per-band normalisation std
+    source: str = ""
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands)
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise DataError(f"institution {self.name!r} has no {name!r} split (has {sorted(self.splits)})")
+        return self.splits[name]
+
+
+class ArrayDataset(Dataset):
+    """torchgeo-style samples ``{"image": float32 CxHxW, "label": int64}`` over an in-memory split."""
+
+    def __init__(self, split: Split) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(split.images, dtype=np.float32))
+        self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index], "label": self.labels[index]}
+
+
+def band_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std over N, H, W (float64 accumulation)."""
+    x = images.astype(np.float64, copy=False)
+    mean = x.mean(axis=(0, 2, 3))
+    std = x.std(axis=(0, 2, 3))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def normalize_institution(
+    inst: Institution, mean: np.ndarray | None = None, std: np.ndarray | None = None
+) -> Institution:
+    """Z-score every split with per-band stats: given (published), or from the institution's OWN train split."""
+    if mean is None or std is None:
+        mean, std = band_stats(inst.split("train").images)
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    if mean.shape != (inst.in_channels,):
+        raise DataError(f"{inst.name}: {mean.shape[0]} normalisation means for {inst.in_channels} bands {inst.bands}")
+    for s in inst.splits.values():
+        s.images = ((s.images - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    inst.mean, inst.std = mean, std
+    return inst
+
+
+def check_institution(inst: Institution, expected_bands: int | None = None) -> None:
+    """Loud, specific checks before any training: band count, finiteness, emptiness, labels."""
+    for name, s in inst.splits.items():
+        if len(s) == 0:
+            raise DataError(f"institution {inst.name!r}: the {name!r} split is empty")
+        if s.images.ndim != 4:
+            raise DataError(f"institution {inst.name!r} {name}: images must be N x C x H x W, got shape {s.images.shape}")
+        if s.images.shape[0] != s.labels.shape[0]:
+            raise DataError(
+                f"institution {inst.name!r} {name}: {s.images.shape[0]} images but {s.labels.shape[0]} labels"
+            )
+        if s.images.shape[1] != inst.in_channels:
+            raise DataError(
+                f"institution {inst.name!r} {name}: images have {s.images.shape[1]} bands but the modality "
+                f"is configured with {inst.in_channels} bands {inst.bands}"
+            )
+        if not np.isfinite(s.images).all():
+            bad = int((~np.isfinite(s.images)).sum())
+            raise DataError(f"institution {inst.name!r} {name}: {bad} NaN/inf pixel values in the input")
+        if s.labels.min() < 0 or s.labels.max() >= len(inst.classes):
+            raise DataError(
+                f"institution {inst.name!r} {name}: label {int(s.labels.max())} outside 0..{len(inst.classes) - 1}"
+            )
+    if expected_bands is not None and inst.in_channels != expected_bands:
+        raise DataError(
+            f"institution {inst.name!r} has {inst.in_channels} bands but its model expects {expected_bands}"
+        )
+
+
+def check_same_classes(institutions: list[Institution]) -> list[str]:
+    """All institutions must share one label space (Assumption 2); returns it."""
+    ref = institutions[0]
+    for inst in institutions[1:]:
+        if list(inst.classes) != list(ref.classes):
+            raise DataError(
+                f"institutions {ref.name!r} and {inst.name!r} have different class lists: "
+                f"{list(ref.classes)} vs {list(inst.classes)}"
+            )
+    return list(ref.classes)

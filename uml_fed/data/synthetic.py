@@ -1,0 +1,287 @@
+"""Embedded synthetic Sentinel-like scenes: the default data, generated in seconds, no download.
+
+Physical assumptions (each a simplification of real Sentinel-1/2 land-cover imagery):
+
+* **Scenes.** A scene is a 10 m-pixel map of seven surface materials (water, broad-leaved canopy,
+  coniferous canopy, green crop, bare soil, grass, impervious surface).  Each class is a land-cover
+  type with its own spatial composition: *Arable land* = oriented parcels of green crop and bare soil;
+  *Broad-leaved* / *Coniferous forest* = closed canopy with crown texture and grass gaps; *Marine
+  waters* = open water with an occasional coast; *Pastures* = grass with hedgerows of trees; *Urban
+  fabric* = a street grid of impervious blocks with gardens.  Like real patches labelled by their
+  dominant cover, every scene is mixed: a non-dominant cover occupies a random fraction (mean
+  ``mixing``) drawn from smooth Gaussian random fields.
+* **Sentinel-2-like optical (L2A reflectance x 10000, uint16 scale).**  Per-material surface
+  reflectance spectra at the 13 MSI band centres follow typical signatures: water dark and falling to
+  ~0 in NIR/SWIR; vegetation low red, red-edge rise (B05 -> B07) to a NIR plateau, SWIR water
+  absorption (conifers darker than broadleaf); green crop the brightest NIR; bare soil rising
+  monotonically into SWIR; impervious surface bright and flat.  Per scene: illumination/atmosphere
+  gain (+-10 %), vegetation vigour (phenology scales the red-edge/NIR rise), soil moisture (darkens
+  soil).  Per pixel: material texture (crown shadows, roofs).  20 m bands are averaged over 2x2 pixels
+  and 60 m bands over 4x4 (the coarser ground sampling), B10 (cirrus) is near zero at the surface.
+  Sensor noise: Gaussian with sigma = 0.002 + reflectance / 150 (SNR ~150 at typical radiance),
+  times ``snr_scale``.
+* **Sentinel-1-like SAR (VV, VH backscatter sigma0 in dB).**  Per-material mean sigma0: water very
+  dark (specular; VV -21, VH -28 dB, +-3 dB with wind roughening), forest bright in VH (volume
+  scattering), crop/grass intermediate, bare soil dark-ish and moisture dependent, urban brightest in
+  VV (double bounce) with strong point scatterers.  Per scene: incidence-angle offset (N(0, 1) dB).
+  Per pixel: 1 dB natural heterogeneity, then multiplicative speckle: the linear intensity times a
+  Gamma(ENL, 1/ENL) variate (multi-looked intensity; ENL ~4.4 for IW GRD), then back to dB.
+  Spectrally similar covers (broadleaf/conifer, grass/crop) overlap strongly in backscatter and
+  speckle hides texture, so SAR is the weaker modality, as in the real archives.
+* **Unpaired, semantically coherent.**  Every institution draws scenes from the same class-conditional
+  distribution but with its own random stream: no scene is observed by two institutions.
+
+Everything is deterministic given ``seed`` and the institution's name.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from ..config import DataConfig
+from .base import DataError, Institution, Split, normalize_institution
+
+CLASSES = ["Arable land", "Broad-leaved forest", "Coniferous forest", "Marine waters", "Pastures", "Urban fabric"]
+MATERIALS = ["water", "broadleaf", "conifer", "crop", "soil", "grass", "urban"]
+WATER, BROADLEAF, CONIFER, CROP, SOIL, GRASS, URBAN = range(7)
+
+S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+S2_GSD = {"B01": 60, "B09": 60, "B10": 60, "B05": 20, "B06": 20, "B07": 20, "B8A": 20, "B11": 20, "B12": 20}
+# Surface reflectance per material (rows) at the 13 band centres (columns, S2_BANDS order).
+S2_REFLECTANCE = np.array(
+    [
+        [0.060, 0.055, 0.045, 0.030, 0.022, 0.016, 0.013, 0.011, 0.009, 0.006, 0.001, 0.004, 0.003],  # water
+        [0.030, 0.030, 0.055, 0.030, 0.085, 0.260, 0.330, 0.360, 0.370, 0.350, 0.002, 0.180, 0.085],  # broadleaf
+        [0.025, 0.022, 0.040, 0.022, 0.060, 0.170, 0.210, 0.230, 0.240, 0.225, 0.002, 0.110, 0.050],  # conifer
+        [0.035, 0.040, 0.075, 0.045, 0.110, 0.290, 0.370, 0.400, 0.410, 0.390, 0.003, 0.230, 0.120],  # crop
+        [0.080, 0.085, 0.110, 0.140, 0.170, 0.190, 0.205, 0.220, 0.235, 0.230, 0.004, 0.330, 0.280],  # soil
+        [0.040, 0.045, 0.080, 0.060, 0.110, 0.230, 0.280, 0.300, 0.310, 0.295, 0.003, 0.250, 0.150],  # grass
+        [0.110, 0.120, 0.130, 0.140, 0.150, 0.160, 0.165, 0.170, 0.175, 0.165, 0.004, 0.200, 0.180],  # urban
+    ],
+    dtype=np.float64,
+)
+VEGETATION = np.array([False, True, True, True, False, True, False])
+RED_EDGE_NIR = np.array([b in ("B05", "B06", "B07", "B08", "B8A", "B09") for b in S2_BANDS])
+# Pixel texture amplitude per material (relative brightness variation).
+S2_TEXTURE = np.array([0.04, 0.15, 0.18, 0.08, 0.10, 0.07, 0.25])
+
+S1_BANDS = ["VV", "VH"]
+S1_SIGMA0_DB = np.array(
+    [[-21.0, -28.0], [-7.5, -13.0], [-8.0, -13.8], [-10.0, -16.5], [-13.0, -21.0], [-11.5, -18.5], [-4.5, -11.0]]
+)
+
+SENSORS: dict[str, list[str]] = {
+    "s1": S1_BANDS,
+    "s2": [b for b in S2_BANDS if b != "B10"],  # 12 bands, as BigEarthNet's L2A patches
+    "rgb": ["B04", "B03", "B02"],
+}
+SENSOR_KIND = {"s1": "sar", "s2": "optical", "rgb": "optical"}
+
+
+def _stable_seed(*parts: object) -> list[int]:
+    return [zlib.crc32(str(p).encode()) for p in parts]
+
+
+def smooth_field(rng: np.random.Generator, n: int, size: int, length: float) -> np.ndarray:
+    """n standardised Gaussian random fields (size x size) with correlation length ``length`` px."""
+    noise = rng.standard_normal((n, size, size))
+    k = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2
+    kernel = np.exp(-2.0 * (np.pi * length) ** 2 * k)
+    f = np.fft.irfft2(np.fft.rfft2(noise) * kernel, s=(size, size))
+    f -= f.mean(axis=(1, 2), keepdims=True)
+    f /= f.std(axis=(1, 2), keepdims=True) + 1e-12
+    return f
+
+
+def _quantile_mask(field: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """Per scene, the top ``fraction`` of the field's pixels."""
+    n = field.shape[0]
+    flat = np.sort(field.reshape(n, -1), axis=1)
+    k = np.clip(np.floor((1.0 - np.clip(fraction, 0.0, 1.0)) * flat.shape[1]).astype(np.int64), 0, flat.shape[1] - 1)
+    thr = flat[np.arange(n), k]
+    mask = field >= thr[:, None, None]
+    mask[np.asarray(fraction) <= 0] = False
+    return mask
+
+
+def _coords(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Rotated along-track coordinate u for each scene (random orientation)."""
+    theta = rng.uniform(0, np.pi, n)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    return xx[None] * np.cos(theta)[:, None, None] + yy[None] * np.sin(theta)[:, None, None]
+
+
+def material_maps(cls: int, n: int, size: int, rng: np.random.Generator, mixing: float) -> np.ndarray:
+    """n material maps (n x size x size, int) for land-cover class ``cls``."""
+    m = np.empty((n, size, size), dtype=np.int64)
+    if cls == 0:  # Arable land: oriented parcels of crop or bare soil
+        u = _coords(n, size, rng)
+        width = rng.uniform(3.0, 8.0, n)[:, None, None]
+        parcel = np.floor(u / width + rng.uniform(0, 1, n)[:, None, None]).astype(np.int64) % 64
+        crop_p = rng.uniform(0.3, 0.8, n)
+        table = rng.uniform(size=(n, 64)) < crop_p[:, None]
+        is_crop = np.take_along_axis(table, parcel.reshape(n, -1), axis=1).reshape(n, size, size)
+        m[:] = np.where(is_crop, CROP, SOIL)
+        secondary = [GRASS, BROADLEAF, URBAN]
+    elif cls in (1, 2):  # forests: closed canopy with gaps
+        main, other = (BROADLEAF, CONIFER) if cls == 1 else (CONIFER, BROADLEAF)
+        m[:] = main
+        gaps = _quantile_mask(smooth_field(rng, n, size, 1.5), rng.uniform(0.0, 0.15, n))
+        m[gaps] = GRASS
+        secondary = [other, other, GRASS, SOIL]
+    elif cls == 3:  # Marine waters: open water, sometimes a coast
+        m[:] = WATER
+        u = _coords(n, size, rng) / size + 0.3 * smooth_field(rng, n, size, 4.0)
+        coast = rng.uniform(size=n) < 0.4
+        land = (u > rng.uniform(0.6, 1.2, n)[:, None, None]) & coast[:, None, None]
+        land_type = rng.choice([SOIL, GRASS, URBAN], size=n)
+        m[:] = np.where(land, land_type[:, None, None], m)
+        secondary = [SOIL, GRASS, URBAN]
+    elif cls == 4:  # Pastures: grass with hedgerows and a few crop patches
+        m[:] = GRASS
+        u = _coords(n, size, rng)
+        spacing = rng.uniform(8.0, 16.0, n)[:, None, None]
+        hedge = (np.mod(u, spacing) < 1.0) & (rng.uniform(size=n) < 0.7)[:, None, None]
+        m[hedge] = BROADLEAF
+        secondary = [CROP, BROADLEAF, SOIL]
+    elif cls == 5:  # Urban fabric: street grid, impervious blocks, gardens
+        m[:] = URBAN
+        yy, xx = np.mgrid[0:size, 0:size]
+        block = rng.integers(5, 10, n)[:, None, None]
+        off = rng.integers(0, 5, (n, 2))
+        streets = ((xx[None] + off[:, 0, None, None]) % block == 0) | ((yy[None] + off[:, 1, None, None]) % block == 0)
+        gardens = _quantile_mask(smooth_field(rng, n, size, 1.0), rng.uniform(0.15, 0.4, n)) & ~streets
+        m[gardens] = np.where(rng.uniform(size=gardens.sum()) < 0.6, GRASS, BROADLEAF)
+        secondary = [GRASS, BROADLEAF, SOIL]
+    else:
+        raise DataError(f"unknown synthetic class index {cls}")
+    frac = np.clip(rng.uniform(0.0, 1.4 * mixing, n), 0.0, 0.6)
+    mask = _quantile_mask(smooth_field(rng, n, size, rng.uniform(2.0, 5.0)), frac)
+    sec = rng.choice(secondary, size=n)
+    m = np.where(mask, sec[:, None, None], m)
+    return m
+
+
+def _block_mean(x: np.ndarray, factor: int) -> np.ndarray:
+    """Average over factor x factor pixel blocks and replicate back (coarser ground sampling)."""
+    n, h, w = x.shape
+    if factor <= 1 or h % factor or w % factor:
+        return x
+    y = x.reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
+    return np.repeat(np.repeat(y, factor, axis=1), factor, axis=2)
+
+
+def render_optical(maps: np.ndarray, bands: list[str], rng: np.random.Generator, snr_scale: float) -> np.ndarray:
+    """Sentinel-2-like reflectance x 10000 (float32, N x C x H x W) for the given material maps."""
+    n, h, w = maps.shape
+    idx = [S2_BANDS.index(b) for b in bands]
+    refl = S2_REFLECTANCE[maps]  # n h w 13
+    vigour = rng.uniform(0.75, 1.15, n)[:, None, None]
+    veg = VEGETATION[maps]
+    # phenology scales the red-edge/NIR rise above the red reflectance for vegetation
+    red = refl[..., 3:4]
+    refl = np.where(
+        (veg[..., None] & RED_EDGE_NIR[None, None, None, :]), red + (refl - red) * vigour[..., None], refl
+    )
+    moisture = rng.uniform(0.7, 1.1, n)[:, None, None]
+    refl = np.where((maps == SOIL)[..., None], refl * moisture[..., None], refl)
+    texture = 1.0 + S2_TEXTURE[maps] * smooth_field(rng, n, h, 0.7)
+    gain = rng.uniform(0.9, 1.1, n)[:, None, None]
+    out = np.empty((n, len(bands), h, w), dtype=np.float32)
+    for c, b in zip(range(len(bands)), idx):
+        band = refl[..., b] * texture * gain
+        band = _block_mean(band, {20: 2, 60: 4}.get(S2_GSD.get(S2_BANDS[b], 10), 1))
+        sigma = (0.002 + band / 150.0) * snr_scale
+        band = band + sigma * rng.standard_normal(band.shape)
+        out[:, c] = np.clip(band, 0.0, 1.0) * 10000.0
+    return out
+
+
+def render_sar(maps: np.ndarray, bands: list[str], rng: np.random.Generator, enl: float) -> np.ndarray:
+    """Sentinel-1-like sigma0 in dB (float32, N x C x H x W) with multiplicative Gamma speckle."""
+    n, h, w = maps.shape
+    if enl <= 0:
+        raise DataError(f"data.enl={enl}: the equivalent number of looks must be > 0")
+    incidence = rng.normal(0.0, 1.0, n)[:, None, None]
+    wind = rng.uniform(-3.0, 3.0, n)[:, None, None] * (maps == WATER)
+    moisture = rng.uniform(-2.0, 2.0, n)[:, None, None] * (maps == SOIL)
+    scatterers = (maps == URBAN) & (rng.uniform(size=maps.shape) < 0.08)
+    out = np.empty((n, len(bands), h, w), dtype=np.float32)
+    for c, b in enumerate(bands):
+        pol = S1_BANDS.index(b)
+        db = S1_SIGMA0_DB[maps, pol] + incidence + wind + moisture + 6.0 * scatterers
+        db = db + rng.normal(0.0, 1.0, maps.shape)
+        speckle = rng.gamma(shape=enl, scale=1.0 / enl, size=maps.shape)
+        out[:, c] = np.clip(10.0 * np.log10(10.0 ** (db / 10.0) * speckle), -50.0, 10.0)
+    return out
+
+
+def sensor_bands(sensor: str, data: DataConfig) -> list[str]:
+    if sensor not in SENSORS:
+        raise DataError(f"unknown modality {sensor!r}; the synthetic source has {sorted(SENSORS)}")
+    bands = list(data.bands.get(sensor, SENSORS[sensor])) if data.bands else list(SENSORS[sensor])
+    allowed = S1_BANDS if SENSOR_KIND[sensor] == "sar" else S2_BANDS
+    for b in bands:
+        if b not in allowed:
+            raise DataError(f"{b!r} is not a band of synthetic sensor {sensor!r} (bands: {allowed})")
+    if not bands:
+        raise DataError(f"data.bands.{sensor} is empty")
+    return bands
+
+
+def synthetic_institution_names(data: DataConfig) -> list[str]:
+    return [name for name, _, _ in _plan(data)]
+
+
+def _plan(data: DataConfig) -> list[tuple[str, str, list[str]]]:
+    """(institution name, sensor, bands) for every institution of the config."""
+    plan = []
+    for sensor in data.modalities:
+        bands = sensor_bands(sensor, data)
+        if data.per_band:
+            plan.extend((f"{sensor}_{b}", sensor, [b]) for b in bands)
+        else:
+            plan.append((sensor, sensor, bands))
+    return plan
+
+
+def generate_split(
+    sensor: str, bands: list[str], per_class: int, size: int, rng: np.random.Generator, data: DataConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for cls in range(len(CLASSES)):
+        maps = material_maps(cls, per_class, size, rng, data.mixing)
+        if SENSOR_KIND[sensor] == "sar":
+            images.append(render_sar(maps, bands, rng, data.enl))
+        else:
+            images.append(render_optical(maps, bands, rng, data.snr_scale))
+        labels.append(np.full(per_class, cls, dtype=np.int64))
+    x, y = np.concatenate(images), np.concatenate(labels)
+    order = rng.permutation(len(y))
+    return x[order], y[order]
+
+
+def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list[Institution]:
+    """Generate (deterministically) every institution of the synthetic config, or just ``only``."""
+    if data.classes and list(data.classes) != CLASSES:
+        raise DataError(f"the synthetic source has the classes {CLASSES}; data.classes={list(data.classes)} differs")
+    if data.patch_size < 8:
+        raise DataError(f"data.patch_size={data.patch_size}: synthetic scenes need at least 8 px")
+    plan = _plan(data)
+    if only is not None and only not in [p[0] for p in plan]:
+        raise DataError(f"unknown modality {only!r}; this data config has {[p[0] for p in plan]}")
+    sizes = {"train": data.train_per_class, "val": data.val_per_class, "test": data.test_per_class}
+    out = []
+    for name, sensor, bands in plan:
+        if only is not None and name != only:
+            continue
+        splits = {}
+        for split, per_class in sizes.items():
+            rng = np.random.default_rng(_stable_seed(seed, name, split))
+            x, y = generate_split(sensor, bands, per_class, data.patch_size, rng, data)
+            splits[split] = Split(x, y, [f"{name}-{split}-{i}" for i in range(len(y))])
+        inst = Institution(name=name, bands=bands, classes=list(CLASSES), splits=splits, source="synthetic")
+        out.append(normalize_institution(inst))
+    return out

@@ -1,0 +1,197 @@
+"""ResNet-18 split into per-modality projections f_k and one shared backbone g (paper Sec. 3.1).
+
+ResNet-18 = stem + 8 BasicBlocks (4 stages x 2) + global pooling + linear classifier.  The first
+``projection_blocks`` blocks (with the stem) form the private projection of each modality; the rest
+form the shared backbone.  What is shared is decided by module membership: :func:`backbone_state`
+returns the backbone's parameters, and nothing of a projection can reach it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+NUM_BLOCKS = 8
+BACKBONE_PREFIX = "backbone."  # every shared key carries it; nothing private does
+
+
+def make_bn(channels: int, track_running_stats: bool) -> nn.BatchNorm2d:
+    # Static BN (paper, Diao et al. 2020): no running statistics during training; the statistics a
+    # deployed model uses are computed afterwards, per modality, by calibrate_bn.
+    return nn.BatchNorm2d(channels, track_running_stats=track_running_stats)
+
+
+class BasicBlock(nn.Module):
+    """The paper's Listing 1 BasicBlock."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, track_running_stats: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = make_bn(planes, track_running_stats)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = make_bn(planes, track_running_stats)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes * self.expansion:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes * self.expansion, kernel_size=1, stride=stride, bias=False),
+                make_bn(planes * self.expansion, track_running_stats),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+def block_specs(width: int) -> list[tuple[int, int, int]]:
+    """(in_planes, planes, stride) of the 8 ResNet-18 blocks at the given base width."""
+    specs, in_planes = [], width
+    for stage, mult in enumerate((1, 2, 4, 8)):
+        for i in range(2):
+            stride = 2 if (stage > 0 and i == 0) else 1
+            specs.append((in_planes, width * mult, stride))
+            in_planes = width * mult
+    return specs
+
+
+class Projection(nn.Module):
+    """Private f_k: stem (input channels = the modality's band count) + the first P blocks."""
+
+    def __init__(self, in_channels: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels={in_channels}: a modality needs at least one band")
+        self.in_channels = in_channels
+        w, track = cfg.width, cfg.track_running_stats
+        if cfg.stem == "small":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, w, kernel_size=3, stride=1, padding=1, bias=False),
+                make_bn(w, track),
+                nn.ReLU(inplace=True),
+            )
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, w, kernel_size=7, stride=2, padding=3, bias=False),
+                make_bn(w, track),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            )
+        specs = block_specs(w)[: cfg.projection_blocks]
+        self.blocks = nn.Sequential(*(BasicBlock(i, p, s, track) for i, p, s in specs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"projection expects N x {self.in_channels} x H x W input, got shape {tuple(x.shape)}"
+            )
+        return self.blocks(self.stem(x))
+
+
+class Backbone(nn.Module):
+    """Shared g: the remaining 8 - P blocks, global average pooling and the linear classifier."""
+
+    def __init__(self, num_classes: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        specs = block_specs(cfg.width)[cfg.projection_blocks :]
+        self.blocks = nn.Sequential(*(BasicBlock(i, p, s, cfg.track_running_stats) for i, p, s in specs))
+        self.fc = nn.Linear(cfg.width * 8, num_classes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = self.blocks(z)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(z, 1), 1))
+
+
+class ModalityModel(nn.Module):
+    """h_k = g o f_k: what one institution trains, calibrates, saves and deploys."""
+
+    def __init__(self, projection: Projection, backbone: Backbone) -> None:
+        super().__init__()
+        self.projection = projection
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.projection(x))
+
+
+class UMLModel(nn.Module):
+    """K private projections around one shared backbone.
+
+    ``in_channels`` maps each modality name to its band count.  The unimodal baseline is this model
+    with one modality and ``projection_blocks = 8`` (the whole ResNet-18 private).
+    """
+
+    def __init__(self, in_channels: dict[str, int], num_classes: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        if not in_channels:
+            raise ValueError("UMLModel needs at least one modality")
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}: classification needs at least 2 classes")
+        self.cfg = cfg
+        self.projections = nn.ModuleDict({m: Projection(c, cfg) for m, c in in_channels.items()})
+        self.backbone = Backbone(num_classes, cfg)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.projections.keys())
+
+    def projection(self, modality: str) -> Projection:
+        if modality not in self.projections:
+            raise KeyError(f"unknown modality {modality!r}; this model has {self.modalities}")
+        return self.projections[modality]
+
+    def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        return self.backbone(self.projection(modality)(x))
+
+    def modality_model(self, modality: str) -> ModalityModel:
+        """A view of h_k sharing this model's modules (deep-copy it before changing BN state)."""
+        return ModalityModel(self.projection(modality), self.backbone)
+
+
+def backbone_state(model: UMLModel | ModalityModel | Backbone) -> "OrderedDict[str, torch.Tensor]":
+    """Exactly the shared state: the backbone's parameters (no BN statistics, no projection).
+
+    The key set depends only on the model config and the class count, never on a modality's band
+    count; these are the arrays a federated client sends.
+    """
+    backbone = model if isinstance(model, Backbone) else model.backbone
+    return OrderedDict((f"{BACKBONE_PREFIX}{k}", p.detach()) for k, p in backbone.named_parameters())
+
+
+def load_backbone_state(model: UMLModel | ModalityModel | Backbone, state: dict[str, torch.Tensor]) -> None:
+    backbone = model if isinstance(model, Backbone) else model.backbone
+    own = {f"{BACKBONE_PREFIX}{k}": p for k, p in backbone.named_parameters()}
+    if set(own) != set(state):
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        raise ValueError(f"backbone state mismatch: missing keys {missing[:5]}, unexpected keys {extra[:5]}")
+    with torch.no_grad():
+        for k, p in own.items():
+            src = torch.as_tensor(state[k])
+            if src.shape != p.shape:
+                raise ValueError(f"backbone key {k!r}: shape {tuple(src.shape)} != model's {tuple(p.shape)}")
+            p.copy_(src)
+
+
+def projection_state(model: UMLModel | ModalityModel, modality: str | None = None) -> "OrderedDict[str, torch.Tensor]":
+    """A modality's private state (parameters and any BN buffers) -- never sent anywhere."""
+    proj = model.projection if isinstance(model, ModalityModel) else model.projection(modality)
+    return OrderedDict((k, v.detach()) for k, v in proj.state_dict().items())
+
+
+def build_unimodal(in_channels: int, modality: str, num_classes: int, cfg: ModelConfig) -> UMLModel:
+    """One ResNet-18 for one modality, all 8 blocks private: the paper's unimodal baseline."""
+    uni_cfg = copy.copy(cfg)
+    uni_cfg.projection_blocks = NUM_BLOCKS
+    return UMLModel({modality: in_channels}, num_classes, uni_cfg)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,189 @@
+"""The one training loop: centralized UML, the unimodal baseline and every federated client use it.
+
+An epoch is ``steps`` optimizer steps; each step draws one mini-batch of size b from EVERY modality
+of the model and minimises the mean of the per-modality cross-entropies (Algorithm 1; with one
+modality it is plain supervised training, Algorithm 3's local step).  ``steps`` is
+:func:`steps_per_epoch`: the largest modality's count of full batches, so each sample of the largest
+modality is seen once per epoch while smaller modalities cycle (reshuffled on every pass).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .model import BACKBONE_PREFIX, UMLModel
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged; the message names where (round, client, modality, epoch, step)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine; use 'auto' or 'cpu'")
+    return dev
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (initialisation) and return a generator for data order."""
+    torch.manual_seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+class BatchStream:
+    """Endless seeded mini-batches over one modality's tensors (full batches; reshuffled each pass)."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+    ) -> None:
+        if images.shape[0] == 0:
+            raise ValueError("cannot draw batches from an empty dataset")
+        self.images, self.labels = images, labels
+        self.n = int(images.shape[0])
+        self.batch_size = min(batch_size, self.n)
+        self.generator = generator
+        self._order: torch.Tensor | None = None
+        self._pos = 0
+
+    @property
+    def full_batches(self) -> int:
+        return max(1, self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._order is None or self._pos + self.batch_size > self.n:
+            self._order = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.images[idx], self.labels[idx]
+
+    def state(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self._order, "pos": self._pos}
+
+    def load_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._order, self._pos = state["order"], state["pos"]
+
+
+def steps_per_epoch(streams: dict[str, BatchStream]) -> int:
+    return max(s.full_batches for s in streams.values())
+
+
+@dataclass
+class Proximal:
+    """FedProx: adds mu/2 * ||theta - theta_global||^2 over the backbone parameters.
+
+    ``reference`` is the received global backbone, keyed as :func:`uml_fed.model.backbone_state`.
+    """
+
+    mu: float
+    reference: dict[str, torch.Tensor]
+
+    def penalty(self, model: UMLModel) -> torch.Tensor:
+        total = torch.zeros((), device=next(model.parameters()).device)
+        for name, p in model.backbone.named_parameters():
+            total = total + (p - self.reference[BACKBONE_PREFIX + name]).pow(2).sum()
+        return 0.5 * self.mu * total
+
+
+def train_one_epoch(
+    model: UMLModel,
+    streams: dict[str, BatchStream],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    steps: int | None = None,
+    proximal: Proximal | None = None,
+    where: str = "",
+) -> dict[str, float]:
+    """One epoch of Algorithm 1 (K modalities) or of local training (K = 1).
+
+    Returns averaged metrics: ``loss`` (the optimised objective without the proximal term) and
+    ``loss/<modality>``, ``acc/<modality>`` (training accuracy), ``samples/<modality>``.
+    """
+    model.train()
+    steps = steps if steps is not None else steps_per_epoch(streams)
+    mods = list(streams)
+    loss_sum = {m: 0.0 for m in mods}
+    correct = {m: 0 for m in mods}
+    seen = {m: 0 for m in mods}
+    for step in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for m in mods:
+            x, y = next(streams[m])
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x, m)
+            loss_m = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss_m):
+                raise NonFiniteLossError(
+                    f"non-finite loss {loss_m.item()} for modality {m!r} at step {step} {where}".strip()
+                )
+            losses.append(loss_m)
+            loss_sum[m] += loss_m.item() * y.shape[0]
+            correct[m] += int((logits.argmax(1) == y).sum())
+            seen[m] += int(y.shape[0])
+        loss = torch.stack(losses).mean()
+        if proximal is not None and proximal.mu > 0:
+            loss = loss + proximal.penalty(model)
+        loss.backward()
+        optimizer.step()
+    metrics = {"loss": sum(loss_sum[m] / seen[m] for m in mods) / len(mods)}
+    for m in mods:
+        metrics[f"loss/{m}"] = loss_sum[m] / seen[m]
+        metrics[f"acc/{m}"] = correct[m] / seen[m]
+        metrics[f"samples/{m}"] = float(seen[m])
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 600,
+    modality: str | None = None,
+) -> dict[str, float]:
+    """Accuracy and loss of ``model`` (a ModalityModel, or a UMLModel with ``modality``) on one split.
+
+    Always in eval mode.  A model without running statistics (static BN, not yet calibrated)
+    normalises with the statistics of each evaluation batch, so use a large ``batch_size``.
+    """
+    if images.shape[0] == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, int(images.shape[0])
+    for start in range(0, n, batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True)
+        y = labels[start : start + batch_size].to(device, non_blocking=True)
+        logits = model(x, modality) if modality is not None else model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(1) == y).sum())
+    return {"loss": loss_sum / n, "acc": correct / n}
+
+
+def step_lr(base_lr: float, epoch: int, step: int, gamma: float) -> float:
+    """StepLR's learning rate for a 0-based global epoch (also used by the federated server)."""
+    return base_lr * gamma ** math.floor(epoch / step)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
