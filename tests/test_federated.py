@@ -148,6 +148,9 @@ def test_strategy_tolerates_a_failed_client_and_records_it(tmp_path):
     agg, _ = strategy.aggregate_train(4, [_reply(a, 10, 1), failed])
     np.testing.assert_allclose(agg.to_torch_state_dict()["backbone.fc.bias"].numpy(), 1.0)
     assert tracker.rounds[0]["failed"] == {"s2": "CUDA out of memory"}
+    tracker.sent(5, [1, 2])
+    strategy.aggregate_train(5, [_reply(a, 10, 1)])  # s2 never answered (timed out)
+    assert tracker.rounds[1]["missing"] == ["s2"] and tracker.rounds[1]["replied"] == ["s1"]
 
 
 def test_mismatched_class_lists_are_refused_naming_both(tmp_path):

@@ -32,12 +32,10 @@ class RecordingGrid:
         return replies
 
 
-@pytest.mark.slow
-def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(tmp_path):
+def _simulate(run_config, replies, fail=None):
+    """run_simulation with the real handlers; ``fail(msg, context)`` may raise to play a crashing client."""
     from flwr.simulation import run_simulation
 
-    run_config = {"overrides": " ".join(tiny_overrides()), "local-epochs": 2, "output-dir": str(tmp_path / "run")}
-    replies = []
     server = ServerApp()
 
     @server.main()
@@ -51,6 +49,8 @@ def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(t
         def wrapped(msg, context):
             view = Context(run_id=context.run_id, node_id=context.node_id, node_config=context.node_config,
                            state=context.state, run_config=run_config)  # same state object: updates persist
+            if fail is not None:
+                fail(msg, view)
             return handler(msg, view)
 
         return wrapped
@@ -60,6 +60,13 @@ def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(t
     client.query("calibrate")(with_config(real_client.calibrate))
 
     run_simulation(server, client, num_supernodes=2, backend_config={"client_resources": {"num_cpus": 1}})
+
+
+@pytest.mark.slow
+def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(tmp_path):
+    run_config = {"overrides": " ".join(tiny_overrides()), "local-epochs": 2, "output-dir": str(tmp_path / "run")}
+    replies = []
+    _simulate(run_config, replies)
 
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["modalities"]) == {"s1", "s2"} and results["rounds"] == 2 and not results["failures"]
@@ -101,3 +108,23 @@ def test_flwr_run_cli_on_a_tiny_config(tmp_path):
     assert set(results["modalities"]) == {"s1", "s2"} and results["rounds"] == 2
     assert (out / "clients" / "s1" / "calibrated.pt").is_file()
     assert not _pids_with(str(run.flwr_home))  # every Flower process it started is gone
+
+
+@pytest.mark.slow
+def test_a_client_that_raises_in_a_round_does_not_end_the_run(tmp_path):
+    run_config = {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 3,
+                  "output-dir": str(tmp_path / "run")}
+
+    def s2_crashes_in_round_2(msg, context):
+        if (msg.metadata.message_type == "train" and context.node_config["partition-id"] == 1
+                and msg.content["config"]["server-round"] == 2):
+            raise RuntimeError("disk full at institution s2")
+
+    _simulate(run_config, [], fail=s2_crashes_in_round_2)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["modalities"]) == {"s1", "s2"}  # both still calibrated and evaluated
+    assert [f["round"] for f in results["failures"]] == [2]
+    assert list(results["failures"][0]["failed"]) == ["s2"]
+    assert "disk full at institution s2" in results["failures"][0]["failed"]["s2"]
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [sorted(r["replied"]) for r in rounds] == [["s1", "s2"], ["s1"], ["s1", "s2"]]

@@ -47,9 +47,11 @@ def _unimodal(cfg) -> None:  # type: ignore[no-untyped-def]
 
 
 def _sweep(cfg) -> None:  # type: ignore[no-untyped-def]
+    from hydra.core.hydra_config import HydraConfig
+
     from .federated.sweep import run_sweep
 
-    run_sweep(cfg)
+    run_sweep(cfg, overrides=list(HydraConfig.get().overrides.task))
 
 
 def _prepare_data(cfg) -> None:  # type: ignore[no-untyped-def]

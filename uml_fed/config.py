@@ -87,7 +87,7 @@ class FedConfig:
     round_timeout: float = 3600.0  # seconds the server waits for a round's replies
     min_replies: int = 1  # a round is aggregated when at least this many replies arrive
     sweep_local_epochs: list[int] = field(default_factory=lambda: [2, 5, 10, 25, 50])  # L values of a sweep
-    client_cpus: float = 1.0  # Ray simulation: CPUs per client
+    client_cpus: int = 1  # Ray simulation: CPUs per client (whole CPUs)
     client_gpus: float = 0.0  # Ray simulation: GPUs per client (fractions share a GPU)
 
 

@@ -1,0 +1,82 @@
+"""The `uml-fed` console command, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_overrides
+
+UML_FED = [sys.executable, "-m", "uml_fed.cli"]
+
+
+def _run(args, cwd, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([*UML_FED, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_centralized_command_writes_run_directory_and_predict_uses_its_checkpoint(tmp_path):
+    out = _run(["centralized", *tiny_overrides(), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert "UML (BN cal.)" in out and "Unimodal" in out and f"run directory: {tmp_path / 'run'}" in out
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["modalities"]["s1"]) >= {"uml_calibrated", "uml_uncalibrated", "unimodal"}
+
+    from uml_fed.config import load_config
+    from uml_fed.data import load_institutions
+
+    inst = load_institutions(load_config(tiny_overrides()), only="s1")[0]
+    raw = inst.split("test").images[:3] * inst.std[None, :, None, None] + inst.mean[None, :, None, None]
+    np.save(tmp_path / "patches.npy", raw)
+    pred = _run(["predict", str(tmp_path / "run" / "checkpoints" / "uml_s1.pt"), str(tmp_path / "patches.npy")],
+                cwd=tmp_path)
+    rows = [json.loads(line) for line in pred.splitlines() if line.startswith("{")]
+    assert len(rows) == 3 and all(r["class"] in inst.classes for r in rows)
+
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 5, 16, 16), np.float32))
+    proc = subprocess.run([*UML_FED, "predict", str(tmp_path / "run" / "checkpoints" / "uml_s1.pt"),
+                           str(tmp_path / "wrong.npy")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "modality 's1' with 2 bands" in proc.stderr
+
+
+def test_unimodal_command_and_hydra_multirun(tmp_path):
+    _run(["unimodal", "--multirun", "seed=0,1", *tiny_overrides("train.epochs=1", "train.select_after=0"),
+          f"hydra.sweep.dir={tmp_path / 'multi'}"], cwd=tmp_path)
+    a = json.loads((tmp_path / "multi" / "0" / "results.json").read_text())
+    b = json.loads((tmp_path / "multi" / "1" / "results.json").read_text())
+    assert a["seed"] == 0 and b["seed"] == 1 and "unimodal" in a["modalities"]["s2"]
+    assert "uml_calibrated" not in a["modalities"]["s2"]
+
+
+def test_bad_override_fails_loudly(tmp_path):
+    proc = subprocess.run([*UML_FED, "centralized", "model.projection_blocks=9"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "model.projection_blocks=9 must be in 0..8" in proc.stderr
+    proc = subprocess.run([*UML_FED, "frobnicate"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown command 'frobnicate'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sweep_command_writes_table_and_plot(tmp_path):
+    out = _run(["sweep", *tiny_overrides("train.epochs=2", "train.select_after=0", "fed.sweep_local_epochs=[1,2]"),
+                f"hydra.run.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [(r["L"], r["R"]) for r in summary["federated"]] == [(1, 2), (2, 1)]
+    assert set(summary["references"]) == {"s1", "s2"}
+    assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 10_000
+    assert "| centralized UML |" in (tmp_path / "sweep" / "sweep.md").read_text() and "| unimodal |" in out
+
+
+def test_sweep_refuses_local_epochs_that_do_not_divide_the_budget():
+    from uml_fed.config import ConfigError
+    from uml_fed.federated.sweep import check_schedules
+
+    assert check_schedules(200, [2, 5, 10, 25, 50]) == [(2, 100), (5, 40), (10, 20), (25, 8), (50, 4)]
+    with pytest.raises(ConfigError, match=r"\[7\] do not divide train.epochs=30"):
+        check_schedules(30, [2, 7])
