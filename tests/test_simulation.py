@@ -62,11 +62,28 @@ def _simulate(run_config, replies, fail=None):
     run_simulation(server, client, num_supernodes=2, backend_config={"client_resources": {"num_cpus": 1}})
 
 
-@pytest.mark.slow
-def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(tmp_path):
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("sim")
     run_config = {"overrides": " ".join(tiny_overrides()), "local-epochs": 2, "output-dir": str(tmp_path / "run")}
     replies = []
     _simulate(run_config, replies)
+    return tmp_path, run_config, replies
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_federated_results(simulated, tmp_path):
+    first_dir, run_config, _ = simulated
+    _simulate({**run_config, "output-dir": str(tmp_path / "again")}, [])
+    first = json.loads((first_dir / "run" / "results.json").read_text())
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    strip = lambda r: {m: {k: v for k, v in d.items() if k != "calibration_s"} for m, d in r["modalities"].items()}  # noqa: E731
+    assert strip(again) == strip(first)
+
+
+@pytest.mark.slow
+def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(simulated):
+    tmp_path, run_config, replies = simulated
 
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["modalities"]) == {"s1", "s2"} and results["rounds"] == 2 and not results["failures"]

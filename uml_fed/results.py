@@ -25,7 +25,6 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "checkpoints").mkdir(exist_ok=True)
 
     def write_config(self, cfg: Config) -> Path:
         p = self.path / "config.yaml"

@@ -123,7 +123,8 @@ def build_strategy(cfg: Config, num_nodes: int, tracker: RoundTracker):  # type:
             return messages
 
         def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
-            replies = list(replies)
+            # a fixed order (by institution) makes the floating-point sums reproducible for a seed
+            replies = sorted(replies, key=lambda m: tracker.name(m.metadata.src_node_id))
             row = tracker.received(server_round, replies)
             if len(row["replied"]) < min_replies:
                 log(WARNING, "round %s: %d replies < fed.min_replies=%d; keeping the previous backbone",
