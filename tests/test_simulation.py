@@ -145,3 +145,33 @@ def test_a_client_that_raises_in_a_round_does_not_end_the_run(tmp_path):
     assert "disk full at institution s2" in results["failures"][0]["failed"]["s2"]
     rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert [sorted(r["replied"]) for r in rounds] == [["s1", "s2"], ["s1"], ["s1", "s2"]]
+
+
+@pytest.mark.slow
+def test_run_killed_after_a_round_resumes_to_the_same_results(tmp_path):
+    from uml_fed.federated.launch import flwr_run
+
+    base = {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 4, "seed": 3}
+    fed = {"num-supernodes": 2, "client-resources-num-cpus": 1}
+    whole = flwr_run({**base, "output-dir": str(tmp_path / "whole")}, federation_config=fed, timeout=400)
+    assert whole.returncode == 0, whole.output[-3000:]
+
+    out = tmp_path / "crashed"
+    rounds_file = out / "rounds.jsonl"
+
+    def after_round_2() -> bool:
+        return rounds_file.is_file() and len(rounds_file.read_text().splitlines()) >= 2
+
+    killed = flwr_run({**base, "output-dir": str(out)}, federation_config=fed, timeout=400, stop_when=after_round_2)
+    assert "stopped by stop_when" in killed.output and not (out / "results.json").exists()
+    import torch
+
+    assert torch.load(out / "server_state.pt", weights_only=False)["round"] >= 2
+
+    resumed = flwr_run({**base, "output-dir": str(out), "resume": True}, federation_config=fed, timeout=400)
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    a = json.loads((tmp_path / "whole" / "results.json").read_text())
+    b = json.loads((out / "results.json").read_text())
+    assert b["resumed_after_round"] >= 2
+    strip = lambda r: {m: {k: v for k, v in d.items() if k != "calibration_s"} for m, d in r["modalities"].items()}  # noqa: E731
+    assert strip(b) == strip(a)

@@ -83,12 +83,13 @@ class FedConfig:
     weighting: str = "uniform"  # uniform = 1/K as in the paper | num_examples = Flower's default
     keep_optimizer_state: bool = True  # clients keep AdamW moments across rounds (in their private state)
     fraction_train: float = 1.0  # fraction of nodes sampled per round
-    min_nodes: int = 0  # min nodes to train/evaluate/be available; 0 = all institutions
+    min_nodes: int = 0  # institutions that must be connected for a round; 0 = all (wait for a lost one)
     round_timeout: float = 3600.0  # seconds the server waits for a round's replies
     min_replies: int = 1  # a round is aggregated when at least this many replies arrive
     sweep_local_epochs: list[int] = field(default_factory=lambda: [2, 5, 10, 25, 50])  # L values of a sweep
     client_cpus: int = 1  # Ray simulation: CPUs per client (whole CPUs)
     client_gpus: float = 0.0  # Ray simulation: GPUs per client (fractions share a GPU)
+    resume: bool = False  # continue an interrupted run from its output-dir's server_state.pt
 
 
 @dataclass
@@ -201,6 +202,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "device": "train.device",
     "num-threads": "train.num_threads",
     "data-root": "data.root",
+    "resume": "fed.resume",
 }
 KEEP: dict[str, Any] = {
     "local-epochs": 0, "num-server-rounds": 0, "total-epochs": 0, "min-nodes": 0, "round-timeout": 0,

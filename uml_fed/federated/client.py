@@ -166,17 +166,56 @@ class InstitutionClient:
         torch.manual_seed(_seed_for(cfg.seed, "init", ident.modality))
         self.model = UMLModel({self.inst.name: self.inst.in_channels}, len(self.inst.classes), cfg.model)
         self.model.to(self.device)
-        if STATE_PROJECTION in state:
-            stored = _tensor_dict(state[STATE_PROJECTION])
-            try:
-                self.model.projection(self.inst.name).load_state_dict(stored)
-            except RuntimeError as e:
-                raise IdentityError(
-                    f"institution {self.inst.name!r}: the stored private projection does not fit its data "
-                    f"({self.inst.in_channels} bands {self.inst.bands}): {e}"
-                ) from e
-        meta = state.get(STATE_META)
-        self.meta: dict[str, Any] = dict(meta) if meta is not None else {"best-val-acc": -1.0, "best-round": -1}
+        self._optimizer_state: dict[str, torch.Tensor] | None = None
+        self.meta: dict[str, Any] = {"best-val-acc": -1.0, "best-round": -1, "round": 0}
+
+    # -- private state: context.state first, else the node's disk (after a SuperNode restart) --------
+    def _restore(self, upto_round: int) -> None:
+        """Load the most recent private state saved after a round <= ``upto_round``.
+
+        context.state holds it while the SuperNode lives; after a restart (or a resumed run, which
+        gets a fresh context) it comes from ``<output-dir>/private_state/round_<r>.pt``.  States of
+        later rounds (trained but never aggregated before a crash) are ignored.
+        """
+        in_context = int(self.state[STATE_META]["round"]) if STATE_META in self.state else 0
+        on_disk = [r for r in self._disk_rounds() if r <= upto_round]
+        best_disk = max(on_disk, default=0)
+        if in_context and in_context <= upto_round and in_context >= best_disk:
+            self._load_private(
+                _tensor_dict(self.state[STATE_PROJECTION]),
+                _tensor_dict(self.state[STATE_OPTIMIZER]) if STATE_OPTIMIZER in self.state else None,
+                _tensor_dict(self.state[STATE_SELECTED]) if STATE_SELECTED in self.state else None,
+                dict(self.state[STATE_META]),
+            )
+        elif best_disk:
+            saved = torch.load(self._state_file(best_disk), weights_only=False)
+            self._load_private(saved["projection"], saved["optimizer"], saved["selected"], saved["meta"])
+            self.state[STATE_PROJECTION] = _arrays(saved["projection"])
+            if saved["optimizer"] is not None:
+                self.state[STATE_OPTIMIZER] = ArrayRecord(OrderedDict(saved["optimizer"]))
+            if saved["selected"] is not None:
+                self.state[STATE_SELECTED] = _arrays(saved["selected"])
+        # else: round 1 (or nothing saved yet) -> the seeded initial projection
+
+    def _load_private(self, projection, optimizer, selected, meta) -> None:  # type: ignore[no-untyped-def]
+        try:
+            self.model.projection(self.modality).load_state_dict(projection)
+        except RuntimeError as e:
+            raise IdentityError(
+                f"institution {self.modality!r}: the stored private projection does not fit its data "
+                f"({self.inst.in_channels} bands {self.inst.bands}): {e}"
+            ) from e
+        self._optimizer_state = optimizer
+        self.meta = {k: meta[k] for k in ("best-val-acc", "best-round", "round")}
+
+    def _state_file(self, server_round: int) -> Path:
+        return self.ident.output_dir / "private_state" / f"round_{server_round}.pt"
+
+    def _disk_rounds(self) -> list[int]:
+        folder = self.ident.output_dir / "private_state"
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.stem.split("_")[1]) for p in folder.glob("round_*.pt"))
 
     @property
     def modality(self) -> str:
@@ -203,15 +242,26 @@ class InstitutionClient:
             self.meta["best-val-acc"], self.meta["best-round"] = float(acc), int(arrived_round)
         return acc
 
-    def _save_private(self, server_round: int) -> None:
-        self.state[STATE_PROJECTION] = _arrays(projection_state(self.model, self.modality))
-        self.state[STATE_META] = ConfigRecord({k: v for k, v in self.meta.items()})
-        self.ident.output_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"round": server_round, "modality": self.modality, "projection": projection_state(self.model, self.modality),
-             "meta": dict(self.meta)},
-            self.ident.output_dir / "projection.pt",
-        )
+    def _save_private(self, server_round: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Keep the private state in context.state and on the node's disk (never in a reply)."""
+        self.meta["round"] = int(server_round)
+        projection = projection_state(self.model, self.modality)
+        self.state[STATE_PROJECTION] = _arrays(projection)
+        if optimizer is not None and self.cfg.fed.keep_optimizer_state:
+            self.state[STATE_OPTIMIZER] = optimizer_to_record(optimizer)
+        self.state[STATE_META] = ConfigRecord(dict(self.meta))
+        folder = self.ident.output_dir / "private_state"
+        folder.mkdir(parents=True, exist_ok=True)
+        selected = _tensor_dict(self.state[STATE_SELECTED]) if STATE_SELECTED in self.state else None
+        opt = _tensor_dict(self.state[STATE_OPTIMIZER]) if STATE_OPTIMIZER in self.state else None
+        tmp = folder / f"round_{server_round}.tmp"
+        torch.save({"projection": projection, "optimizer": opt, "selected": selected, "meta": dict(self.meta)}, tmp)
+        tmp.replace(self._state_file(server_round))
+        for old in self._disk_rounds():
+            if old < server_round - 1:  # keep two rounds: a crash may come before the server aggregates
+                self._state_file(old).unlink(missing_ok=True)
+        torch.save({"round": server_round, "modality": self.modality, "projection": projection,
+                    "meta": dict(self.meta)}, self.ident.output_dir / "projection.pt")
 
     def train(self, backbone: ArrayRecord, config: Mapping[str, Any]) -> tuple[ArrayRecord, MetricRecord]:
         """Algorithm 3 lines 5-12 for this institution; returns ONLY backbone arrays + scalar metrics."""
@@ -220,12 +270,13 @@ class InstitutionClient:
         local_epochs = int(config.get("local-epochs", self.cfg.fed.local_epochs))
         mu = float(config.get("proximal-mu", 0.0))
         base_lr = float(config.get("lr", t.lr))
+        self._restore(rnd - 1)
         load_backbone_state(self.model, _tensor_dict(backbone))
         arrived_val = self._consider(rnd - 1, (rnd - 1) * local_epochs)
 
         optimizer = make_optimizer(self.model, base_lr, t.weight_decay)
-        if self.cfg.fed.keep_optimizer_state and STATE_OPTIMIZER in self.state:
-            optimizer_from_record(optimizer, self.state[STATE_OPTIMIZER])
+        if self.cfg.fed.keep_optimizer_state and self._optimizer_state is not None:
+            optimizer_from_record(optimizer, ArrayRecord(OrderedDict(self._optimizer_state)))
         x, y = split_tensors(self.inst, "train")
         g = torch.Generator()
         g.manual_seed(_seed_for(self.cfg.seed, "batches", self.modality, rnd))
@@ -244,9 +295,7 @@ class InstitutionClient:
                 where=f"(round {rnd}, client {self.modality!r}, local epoch {local})",
             )
         train_time = time.perf_counter() - tic
-        if self.cfg.fed.keep_optimizer_state:
-            self.state[STATE_OPTIMIZER] = optimizer_to_record(optimizer)
-        self._save_private(rnd)
+        self._save_private(rnd, optimizer)
         n = len(self.inst.split("train"))
         reply = MetricRecord(
             {
@@ -264,6 +313,7 @@ class InstitutionClient:
         """Final round: pick the selected model, Algorithm 2 on own train data, evaluate val/test."""
         rnd = int(config.get("server-round", 0))
         local_epochs = int(config.get("local-epochs", self.cfg.fed.local_epochs))
+        self._restore(rnd)
         load_backbone_state(self.model, _tensor_dict(backbone))
         final_val = self._consider(rnd, rnd * local_epochs)
         mm = self.model.modality_model(self.modality)
@@ -278,7 +328,6 @@ class InstitutionClient:
             extra={"selected-round": self.meta["best-round"], "final-round": rnd},
         )
         cal_time = time.perf_counter() - tic
-        self._save_private(rnd)
         return MetricRecord(
             {
                 "num-examples": len(self.inst.split("test")),

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 APP_DIR = Path(__file__).resolve().parents[2]
 
@@ -117,8 +117,13 @@ def flwr_run(
     flwr_home: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     stream_to: Any = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> FlwrRun:
-    """``flwr run <app_dir> --stream`` on a private local SuperLink (simulation), then stop it."""
+    """``flwr run <app_dir> --stream`` on a private local SuperLink (simulation), then stop it.
+
+    ``stop_when`` is polled after every output line; when it returns True every process of the run
+    is killed (how the resume test plays a crash).
+    """
     home = Path(flwr_home) if flwr_home else Path(tempfile.mkdtemp(prefix="uml-fed-flwr-"))
     home.mkdir(parents=True, exist_ok=True)
     http_port, control_port = free_port(), free_port()
@@ -153,6 +158,10 @@ def flwr_run(
             if time.monotonic() > deadline:
                 proc.kill()
                 lines.append(f"uml-fed: flwr run killed after {timeout:.0f} s\n")
+                break
+            if stop_when is not None and stop_when():
+                stop_processes([*_pids_with(marker), proc.pid], grace=0.0)
+                lines.append("uml-fed: run stopped by stop_when\n")
                 break
         rc = proc.wait(timeout=30)
     finally:

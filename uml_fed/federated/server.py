@@ -18,9 +18,11 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
+from omegaconf import OmegaConf
 from flwr.serverapp.strategy import (
     FedAdagrad,
     FedAdam,
@@ -171,13 +173,21 @@ def _query(grid: Grid, node_ids: list[int], action: str, content: RecordDict, ti
     return list(grid.send_and_receive(messages, timeout=timeout))
 
 
-def handshake(grid: Grid, node_ids: list[int], expected: list[str], timeout: float) -> tuple[dict[int, str], list[str]]:
-    """Ask every node who it is; refuse mismatched class lists, duplicates and unknown institutions."""
+def handshake(
+    grid: Grid, node_ids: list[int], expected: list[str], timeout: float, strict: bool = True
+) -> tuple[dict[int, str], list[str]]:
+    """Ask every node who it is; refuse mismatched class lists, duplicates and unknown institutions.
+
+    ``strict=False`` (nodes joining mid-run) skips a node that cannot answer instead of failing the run.
+    """
     replies = _query(grid, node_ids, "describe", RecordDict({"config": ConfigRecord({})}), timeout)
     names: dict[int, str] = {}
     described: dict[str, list[str]] = {}
     for msg in replies:
         if msg.has_error():
+            if not strict:
+                log(WARNING, "node %s could not describe itself: %s", msg.metadata.src_node_id, msg.error.reason)
+                continue
             raise InstitutionMismatchError(
                 f"node {msg.metadata.src_node_id} could not describe itself: {msg.error.reason}"
             )
@@ -191,6 +201,8 @@ def handshake(grid: Grid, node_ids: list[int], expected: list[str], timeout: flo
         absent = sorted(set(expected) - set(described))
         log(WARNING, "institutions %s did not answer the handshake; continuing with %s", absent, sorted(described))
     if not described:
+        if not strict:
+            return names, []
         raise InstitutionMismatchError("no institution answered the handshake")
     ref_name, ref_classes = next(iter(described.items()))
     for name, classes in described.items():
@@ -215,33 +227,126 @@ def train_config(cfg: Config) -> ConfigRecord:
     )
 
 
+def _strategy_state(strategy: Any) -> dict[str, Any]:
+    """What a strategy keeps between rounds (FedAvgM momentum, FedAdam moments, ...), picklable parts."""
+    import pickle
+
+    out = {}
+    for k, v in vars(strategy).items():
+        if callable(v):
+            continue
+        try:
+            pickle.dumps(v)
+        except Exception:  # noqa: BLE001 - anything unpicklable is configuration, rebuilt from cfg
+            continue
+        out[k] = v
+    return out
+
+
+class ServerState:
+    """``server_state.pt`` in the run directory, rewritten after every round (atomic rename)."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.path = run.path / "server_state.pt"
+
+    def save(self, server_round: int, arrays: ArrayRecord, tracker: RoundTracker, strategy: Any, cfg: Config) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(
+            {
+                "round": server_round,
+                "backbone": {k: torch.from_numpy(v.numpy().copy()) for k, v in arrays.items()},
+                "rounds": tracker.rounds,
+                "strategy": _strategy_state(strategy),
+                "config": OmegaConf.to_yaml(OmegaConf.structured(cfg)),
+            },
+            tmp,
+        )
+        tmp.replace(self.path)
+
+    def load(self, cfg: Config) -> dict[str, Any]:
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"resume: no {self.path.name} in {self.path.parent}; resume needs the output-dir of the "
+                "interrupted run (it is written after every round)"
+            )
+        state = torch.load(self.path, weights_only=False)
+        now = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+        if _without_resume_keys(state["config"]) != _without_resume_keys(now):
+            raise ConfigError(
+                f"resume: the config differs from the interrupted run's ({self.path}); resume with the same "
+                "run config (only fed.resume may change)"
+            )
+        return state
+
+
+def _without_resume_keys(yaml_text: str) -> str:
+    return "\n".join(line for line in yaml_text.splitlines() if not line.strip().startswith(("resume:",)))
+
+
+def refresh_names(grid: Grid, names: dict[int, str], classes: list[str], timeout: float) -> None:
+    """Describe nodes that connected since the handshake (a restarted SuperNode gets a new node id)."""
+    new = [n for n in grid.get_node_ids() if n not in names]
+    if not new:
+        return
+    more, more_classes = handshake(grid, new, [], timeout, strict=False)
+    if more and more_classes != classes:
+        raise InstitutionMismatchError(f"a reconnected node has classes {more_classes}, the run has {classes}")
+    for node, who in more.items():
+        for old in [k for k, v in names.items() if v == who]:
+            del names[old]  # the institution's previous node id is gone
+        names[node] = who
+        log(INFO, "institution %s (re)connected as node %s", who, node)
+
+
 def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: float = 120.0) -> dict[str, Any]:
-    """Algorithm 3 + the final calibration round; writes the run directory; returns results."""
+    """Algorithm 3 + the final calibration round; writes the run directory; returns results.
+
+    The round loop is Flower's (configure_train -> send_and_receive -> aggregate_train on the chosen
+    strategy), written out so the server state can be saved after every round and a run killed after
+    round r can continue from r + 1 (``fed.resume``).
+    """
     start = time.perf_counter()
     run = RunDir(cfg.output_dir)
-    run.write_config(cfg)
+    state_store = ServerState(run)
     rounds = num_rounds(cfg)
     node_ids = wait_for_nodes(grid, len(expected), node_wait_s)
     if not node_ids:
         raise InstitutionMismatchError(f"no SuperNode connected within {node_wait_s:.0f} s")
     names, classes = handshake(grid, node_ids, expected, cfg.fed.round_timeout)
-    log(INFO, "institutions: %s", {n: m for n, m in names.items()})
+    log(INFO, "institutions: %s", dict(names))
     tracker = RoundTracker(names, run)
-    strategy = build_strategy(cfg, len(names), tracker)
+    strategy = build_strategy(cfg, len(expected), tracker)
     arrays = initial_backbone(cfg, len(classes))
+    first = 1
+    if cfg.fed.resume:
+        saved = state_store.load(cfg)
+        arrays = ArrayRecord(OrderedDict((k, v) for k, v in saved["backbone"].items()))
+        tracker.rounds = list(saved["rounds"])
+        vars(strategy).update(saved["strategy"])
+        first = int(saved["round"]) + 1
+        log(INFO, "resuming after round %d of %d from %s", first - 1, rounds, state_store.path)
+    else:
+        run.write_config(cfg)
     payload_bytes = sum(a.numpy().nbytes for a in arrays.values())
     log(INFO, "R=%d rounds x L=%d local epochs; backbone payload %.2f MB", rounds, cfg.fed.local_epochs,
         payload_bytes / 1e6)
-    tic = time.perf_counter()
-    result = strategy.start(
-        grid=grid, initial_arrays=arrays, num_rounds=rounds, timeout=cfg.fed.round_timeout,
-        train_config=train_config(cfg),
-    )
-    train_s = time.perf_counter() - tic
-    final = result.arrays if result.arrays is not None else arrays
+    strategy.summary()
 
     tic = time.perf_counter()
-    content = RecordDict({"arrays": final, "config": ConfigRecord({**train_config(cfg), "server-round": rounds})})
+    for server_round in range(first, rounds + 1):
+        log(INFO, "[ROUND %s/%s]", server_round, rounds)
+        refresh_names(grid, names, classes, cfg.fed.round_timeout)
+        messages = strategy.configure_train(server_round, arrays, train_config(cfg), grid)
+        replies = grid.send_and_receive(messages=messages, timeout=cfg.fed.round_timeout)
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        if aggregated is not None:
+            arrays = aggregated
+        state_store.save(server_round, arrays, tracker, strategy, cfg)
+    train_s = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    refresh_names(grid, names, classes, cfg.fed.round_timeout)
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({**train_config(cfg), "server-round": rounds})})
     replies = _query(grid, sorted(names), "calibrate", content, cfg.fed.round_timeout)
     calibrate_s = time.perf_counter() - tic
     results: dict[str, Any] = {
@@ -252,6 +357,7 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: flo
         "weighting": cfg.fed.weighting,
         "rounds": rounds,
         "local_epochs": cfg.fed.local_epochs,
+        "resumed_after_round": first - 1 if cfg.fed.resume else None,
         "backbone_bytes_per_round": payload_bytes,
         "modalities": {},
         "failures": [
@@ -273,7 +379,7 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: flo
             "calibration_s": m["calibration-time-s"],
         }
     answered = {names.get(m.metadata.src_node_id) for m in replies}
-    for n, who in names.items():
+    for who in sorted(set(names.values()) | set(expected)):
         if who not in answered:
             results["failures"].append({"round": "calibrate", "failed": {}, "missing": [who]})
     results["train_s"] = train_s

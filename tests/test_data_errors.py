@@ -1,0 +1,179 @@
+"""Bad input to the real readers: each error names the file or value; skip_unreadable counts what it skips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uml_fed.config import DataConfig, load_config
+from uml_fed.data import fixtures
+from uml_fed.data.fixtures import from_origin
+from uml_fed.data.base import DataError
+from uml_fed.data.prepare import prepare_data
+from uml_fed.data.real import MissingDataError, load_real, real_institution_names
+
+CLS = ["Arable land", "Pastures"]
+
+
+def cfg(source: str, root, cache, **kw) -> DataConfig:
+    base = dict(source=source, root=str(root), cache_dir=str(cache), train_per_class=2, val_per_class=1, test_per_class=1)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+@pytest.fixture()
+def ben(tmp_path):
+    info = fixtures.write_bigearthnet_v1(tmp_path / "ben", per_class=10, classes=CLS, multi_label=0, snow=0, cloud=0)
+    return Path(info["root"]), info
+
+
+def _patch(root: Path, info: dict, cls: str = "Arable land") -> str:
+    return sorted(p for p, c in info["labels"].items() if c == cls)[0]
+
+
+def _all_s2(root: Path, info: dict) -> list[str]:
+    return sorted(info["labels"])
+
+
+def test_missing_root_shows_layout(tmp_path):
+    with pytest.raises(MissingDataError, match=r"(?s)does not exist.*Expected layout.*BigEarthNet-v1.0/<S2 patch>"):
+        load_real(cfg("bigearthnet_v1", tmp_path / "absent", tmp_path))
+    with pytest.raises(FileNotFoundError, match="data.root is not set"):
+        load_real(DataConfig(source="sen12ms"))
+
+
+def test_missing_modality_folder(tmp_path):
+    fixtures.write_eurosat(tmp_path / "e", per_class=1, modalities=("rgb",))
+    with pytest.raises(MissingDataError, match=r"no s1 folder under .*EuroSAT-SAR"):
+        load_real(cfg("eurosat", tmp_path / "e", tmp_path, modalities=["s1", "rgb"]))
+
+
+def test_missing_band_file(ben, tmp_path):
+    root, info = ben
+    for p in _all_s2(root, info):  # every patch loses B8A: the error names the file
+        (root / "BigEarthNet-v1.0" / p / f"{p}_B8A.tif").unlink()
+    with pytest.raises(MissingDataError, match=r"bigearthnet_v1 s2 band B8A: file '.*_B8A.tif' is missing"):
+        load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+
+
+def test_corrupt_geotiff(ben, tmp_path):
+    root, info = ben
+    for p in _all_s2(root, info):
+        (root / "BigEarthNet-v1.0" / p / f"{p}_B02.tif").write_bytes(b"II*\x00 this is not a tiff")
+    with pytest.raises(DataError, match=r"cannot read '.*_B02.tif' \(corrupt or not a raster\)"):
+        load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+
+
+def test_wrong_dtype(ben, tmp_path):
+    root, info = ben
+    for p in _all_s2(root, info):
+        fixtures.write_geotiff(
+            root / "BigEarthNet-v1.0" / p / f"{p}_B03.tif", np.ones((120, 120), np.int16), "EPSG:32633", from_origin(0, 0, 10, 10)
+        )
+    with pytest.raises(DataError, match=r"_B03.tif' has dtype int16, expected uint16"):
+        load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+
+
+def test_wrong_native_size(ben, tmp_path):
+    root, info = ben
+    for p in _all_s2(root, info):
+        fixtures.write_geotiff(
+            root / "BigEarthNet-v1.0" / p / f"{p}_B05.tif", np.ones((120, 120), np.uint16), "EPSG:32633", from_origin(0, 0, 10, 10)
+        )
+    with pytest.raises(DataError, match=r"_B05.tif' is 120x120 pixels, expected 60x60"):
+        load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+
+
+def test_wrong_band_count(tmp_path):
+    info = fixtures.write_eurosat(tmp_path / "e", per_class=3, modalities=("ms",))
+    tif = Path(info["root"]) / "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
+    for f in tif.glob("*/*.tif"):
+        fixtures.write_geotiff(f, np.ones((12, 64, 64), np.uint16), "EPSG:32631", from_origin(0, 0, 10, 10))
+    with pytest.raises(DataError, match=r"eurosat ms: '.*\.tif' has 12 bands, expected 13"):
+        load_real(cfg("eurosat", tmp_path / "e", tmp_path, modalities=["ms"], train_per_class=1))
+
+
+def test_nan_pixels(ben, tmp_path):
+    root, info = ben
+    for d in (root / "BigEarthNet-S1-v1.0").iterdir():
+        bad = np.full((120, 120), -12.0, np.float32)
+        bad[3, 4] = np.nan
+        bad[5, 5] = np.inf
+        fixtures.write_geotiff(d / f"{d.name}_VH.tif", bad, "EPSG:32633", from_origin(0, 0, 10, 10))
+    with pytest.raises(DataError, match=r"bigearthnet_v1 s1 band VH: '.*_VH.tif' has 2 NaN/inf pixel values"):
+        load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+
+
+def test_unknown_class_and_band_names(tmp_path):
+    with pytest.raises(DataError, match=r"'Urban' is not a class of bigearthnet_v1"):
+        load_real(cfg("bigearthnet_v1", tmp_path, tmp_path, classes=["Urban"]))
+    with pytest.raises(DataError, match=r"'B10' is not a band of bigearthnet_v1 s2"):
+        real_institution_names(cfg("bigearthnet_v1", tmp_path, tmp_path, bands={"s2": ["B04", "B10"]}))
+    with pytest.raises(DataError, match=r"'optical' is not a modality of sen12ms"):
+        real_institution_names(cfg("sen12ms", tmp_path, tmp_path, modalities=["optical"]))
+    with pytest.raises(DataError, match=r"data.source='landsat' is not a known source"):
+        real_institution_names(cfg("landsat", tmp_path, tmp_path))
+
+
+def test_unknown_corine_label_names_the_file(ben, tmp_path):
+    root, info = ben
+    p = _patch(root, info)
+    js = root / "BigEarthNet-v1.0" / p / f"{p}_labels_metadata.json"
+    meta = json.loads(js.read_text())
+    meta["labels"] = ["Lunar regolith"]
+    js.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=rf"{p}_labels_metadata.json: 'Lunar regolith' is not a CORINE-43 class"):
+        load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+
+
+def test_eurosat_unknown_class_folder(tmp_path):
+    fixtures.write_eurosat(tmp_path / "e", per_class=1, modalities=("rgb",))
+    (tmp_path / "e/2750/Glacier").mkdir()
+    (tmp_path / "e/2750/Glacier/Glacier_1.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"class folder 'Glacier' .* is not a EuroSAT class"):
+        load_real(cfg("eurosat", tmp_path / "e", tmp_path, modalities=["rgb"]))
+
+
+def test_absent_label_files(ben, tmp_path):
+    root, info = ben
+    p = _patch(root, info)
+    (root / "BigEarthNet-v1.0" / p / f"{p}_labels_metadata.json").unlink()
+    with pytest.raises(MissingDataError, match=rf"label file '.*{p}_labels_metadata.json' is missing"):
+        load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+    (tmp_path / "v2").mkdir()
+    with pytest.raises(MissingDataError, match=r"(?s)label file '.*metadata.parquet' is missing.*Expected layout"):
+        load_real(cfg("bigearthnet_v2", tmp_path / "v2", tmp_path, classes=CLS))
+
+
+def test_sen12ms_missing_season(tmp_path):
+    fixtures.write_sen12ms(tmp_path / "s", per_class=1, classes=["Savannas"], season="winter", with_pkl=False)
+    with pytest.raises(MissingDataError, match=r"season folder '.*ROIs1868_summer' is missing"):
+        load_real(cfg("sen12ms", tmp_path / "s", tmp_path, classes=["Savannas"]))
+    with pytest.raises(DataError, match=r"data.season='monsoon' is not a SEN12MS season"):
+        real_institution_names(cfg("sen12ms", tmp_path / "s", tmp_path, season="monsoon"))
+
+
+def test_skip_unreadable_warns_replaces_and_counts(ben, tmp_path):
+    root, info = ben
+    c = cfg("bigearthnet_v1", root, tmp_path, classes=CLS, paired=True, train_per_class=7)
+    bad = load_real(c)[1].split("train").ids[0]  # an 'Arable land' scene the subset does use
+    (root / "BigEarthNet-v1.0" / bad / f"{bad}_B02.tif").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="corrupt"):  # default: fail loudly
+        load_real(c)
+    conf = load_config(
+        ["data=bigearthnet_v1", f"data.root={root}", f"data.cache_dir={tmp_path}", "data.paired=true",
+         "data.classes=[Arable land,Pastures]", "data.skip_unreadable=true", "data.train_per_class=7",
+         "data.val_per_class=1", "data.test_per_class=1"]
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=rf"skipping unreadable patch {bad} \(s2\)"):
+        report = prepare_data(conf, echo=False)
+    assert report["skipped_total"] == 1 and report["institutions"]["s2"]["skipped"][0]["id"] == bad
+    counts = report["institutions"]["s2"]["counts"]
+    assert counts["train"]["Arable land"] == 7 and counts["test"]["Arable land"] == 1  # replaced by a spare
+    full = cfg("bigearthnet_v1", root, tmp_path, classes=CLS, paired=True, skip_unreadable=True, train_per_class=8)
+    with pytest.warns(UserWarning, match="skipping unreadable"):  # 10 scenes, 1 unreadable, 10 needed
+        with pytest.raises(DataError, match=r"class 'Arable land': only 0 readable scenes left for the 'test' split"):
+            load_real(full)

@@ -1,0 +1,360 @@
+"""Real-archive readers on tiny written fixtures: layouts, band order, sizes, labels, subsets, cache."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from uml_fed.config import DataConfig, load_config
+from uml_fed.data import fixtures
+from uml_fed.data.base import DataError
+from uml_fed.data.bigearthnet import S2_BANDS, S2_NATIVE
+from uml_fed.data.eurosat import MS_BANDS
+from uml_fed.data.prepare import prepare_data
+from uml_fed.data.real import build_real, load_real, real_institution_names, scene_ids
+from uml_fed.data.subsets import PRESETS, allocate
+
+SMALL = dict(train_per_class=2, val_per_class=1, test_per_class=1)
+BEN3 = ["Arable land", "Coniferous forest", "Marine waters"]
+SEN3 = ["Savannas", "Croplands", "Water bodies"]
+
+
+def cfg(source: str, root, cache, **kw) -> DataConfig:
+    base = dict(source=source, root=str(root), cache_dir=str(cache), **SMALL)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def ben1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ben1")
+    return fixtures.write_bigearthnet_v1(root, per_class=12, classes=BEN3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ben2(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ben2")
+    return fixtures.write_bigearthnet_v2(root, per_class=9, classes=BEN3, seed=2)
+
+
+@pytest.fixture(scope="module")
+def sen(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sen")
+    info = fixtures.write_sen12ms(root, per_class=9, classes=SEN3, seed=3)
+    fixtures.write_sen12ms(root, per_class=2, classes=SEN3, seed=4, season="winter", with_pkl=False)
+    return info
+
+
+@pytest.fixture(scope="module")
+def euro(tmp_path_factory):
+    root = tmp_path_factory.mktemp("euro")
+    return fixtures.write_eurosat(root, per_class=12, seed=5)
+
+
+# ------------------------------------------------------------------------------------------ fixtures' layout
+
+
+def test_bigearthnet_fixture_native_layout(ben1):
+    root = Path(ben1["root"])
+    patch = next(iter(ben1["labels"]))
+    for band in S2_BANDS:
+        with rasterio.open(root / "BigEarthNet-v1.0" / patch / f"{patch}_{band}.tif") as f:
+            assert (f.height, f.width, f.count, f.dtypes[0]) == (S2_NATIVE[band], S2_NATIVE[band], 1, "uint16")
+            assert f.crs.to_epsg() == 32633 and f.transform.a == 1200 / S2_NATIVE[band]
+    s1 = next((root / "BigEarthNet-S1-v1.0").iterdir())
+    with rasterio.open(s1 / f"{s1.name}_VV.tif") as f:
+        assert (f.height, f.dtypes[0]) == (120, "float32")
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+@pytest.mark.parametrize("which", ["ben1", "ben2"])
+def test_bigearthnet_reader_sizes_dtypes_labels(which, request, tmp_path):
+    info = request.getfixturevalue(which)
+    source = "bigearthnet_v1" if which == "ben1" else "bigearthnet_v2"
+    insts, report = build_real(cfg(source, info["root"], tmp_path, classes=BEN3), seed=0)
+    s1, s2 = insts
+    assert s2.bands == list(S2_BANDS) and s1.bands == ["VV", "VH"]
+    assert s2.split("train").images.shape == (6, 12, 120, 120)  # 20 and 60 px bands resampled to 120
+    cached = np.load(Path(report["institutions"]["s2"]["cache_dir"]) / "train.npy", mmap_mode="r")
+    assert cached.dtype == np.uint16
+    for inst in insts:
+        for s in inst.splits.values():
+            assert [inst.classes[k] for k in s.labels] == [info["labels"][i] for i in s.ids]
+    # snow, cloud and multi-label scenes never selected, and counted
+    assert report["excluded"]["seasonal_snow"] == 1 and report["excluded"]["cloud_or_shadow"] == 1
+    assert report["excluded"]["multi_label"] == 2
+    assert set().union(*scene_ids(insts).values()) <= set(info["labels"])
+
+
+def test_bigearthnet_resampling_is_bilinear_from_native(ben1, tmp_path):
+    insts, _ = build_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, modalities=["s2"]), seed=0)
+    s2 = insts[0]
+    sid = s2.split("train").ids[0]
+    with rasterio.open(Path(ben1["root"]) / "BigEarthNet-v1.0" / sid / f"{sid}_B01.tif") as f:
+        native = f.read(1).astype(np.float64)
+    up = s2.split("train").images[0, S2_BANDS.index("B01")]
+    assert up.shape == (120, 120)
+    assert abs(up.mean() - native.mean()) < 0.02 * native.mean()  # an interpolation, not a new signal
+    assert len(np.unique(up)) > len(np.unique(native))  # smooth, not nearest-neighbour blocks
+
+
+def test_sen12ms_season_labels_and_pkl_vs_lc(sen, tmp_path):
+    c = cfg("sen12ms", sen["root"], tmp_path / "a", classes=SEN3)
+    s1, s2 = load_real(c, seed=0)
+    assert s2.split("train").images.shape == (6, 13, 256, 256) and s1.split("val").images.shape[1] == 2
+    ids = scene_ids([s1, s2])
+    assert all(i.startswith("ROIs1868_summer_") for v in ids.values() for i in v)  # season filter
+    for inst in (s1, s2):
+        for s in inst.splits.values():
+            assert [inst.classes[k] for k in s.labels] == [sen["labels"][i] for i in s.ids]
+    # without the pkl the label comes from band 1 of the lc raster: same scenes, same labels
+    pkl = Path(sen["root"]) / "IGBP_probability_labels.pkl"
+    saved = pkl.read_bytes()
+    pkl.unlink()
+    try:
+        insts2, _ = build_real(cfg("sen12ms", sen["root"], tmp_path / "b", classes=SEN3), seed=0)
+    finally:
+        pkl.write_bytes(saved)
+    assert scene_ids(insts2) == ids
+
+
+def test_sen12ms_igbp_schemes(tmp_path):
+    from uml_fed.data.sen12ms import SEN12MS
+
+    frac = np.zeros(17)
+    frac[[0, 1, 9]] = 0.3, 0.3, 0.4  # needleleaf + broadleaf forest 0.6 in total, grasslands 0.4
+    assert SEN12MS(cfg("sen12ms", tmp_path, tmp_path))._single(frac) == "Grasslands"
+    simple = SEN12MS(cfg("sen12ms", tmp_path, tmp_path, igbp_scheme="simplified", classes=["Forest", "Grassland"]))
+    assert simple._single(frac) == "Forest"
+    with pytest.raises(DataError, match="igbp_scheme=simplified needs data.classes"):
+        SEN12MS(cfg("sen12ms", tmp_path, tmp_path, igbp_scheme="simplified"))
+
+
+def test_eurosat_ms_band_order_b8a_last_in_file(euro, tmp_path):
+    insts, _ = build_real(cfg("eurosat", euro["root"], tmp_path, modalities=["ms"]), seed=0)
+    ms = insts[0]
+    assert ms.bands == list(MS_BANDS) and MS_BANDS[8] == "B8A"
+    sid = ms.split("train").ids[0]
+    cls = sid.rsplit("_", 1)[0]
+    path = Path(euro["root"]) / "ds/images/remote_sensing/otherDatasets/sentinel_2/tif" / cls / f"{sid}.tif"
+    with rasterio.open(path) as f:
+        raw = f.read()
+    got = ms.split("train").images[0]
+    np.testing.assert_array_equal(got[8], raw[12])  # B8A is the LAST band of the file
+    np.testing.assert_array_equal(got[9:], raw[8:12])  # B09, B10, B11, B12
+    np.testing.assert_array_equal(got[:8], raw[:8])
+
+
+def test_eurosat_rgb_jpg_and_sar_matched_by_name(euro, tmp_path):
+    c = cfg("eurosat", euro["root"], tmp_path, modalities=["s1", "rgb"], paired=True)
+    insts, report = build_real(c, seed=0)
+    s1, rgb = insts
+    assert rgb.bands == ["B04", "B03", "B02"] and rgb.split("test").images.shape[1:] == (3, 64, 64)
+    assert np.load(Path(report["institutions"]["rgb"]["cache_dir"]) / "test.npy").dtype == np.uint8
+    assert s1.split("train").ids == rgb.split("train").ids  # paired: same <Class>_<n> names
+    assert all(i.rsplit("_", 1)[0] == rgb.classes[k] for i, k in zip(rgb.split("train").ids, rgb.split("train").labels))
+
+
+def test_folder_source_png_tif_npy_and_resize(tmp_path):
+    mods = {
+        "sar": {"ext": "tif", "bands": 2, "size": 16},
+        "photo": {"ext": "png", "bands": 3, "size": 24},
+        "arr": {"ext": "npy", "bands": 1, "size": 20},
+    }
+    info = fixtures.write_folder(tmp_path / "f", modalities=mods, classes=("a", "b"), per_class=4)
+    c = cfg("folder", info["root"], tmp_path / "c", modalities=list(mods), resize=12, train_per_class=2)
+    insts = load_real(c, seed=0)
+    assert [i.name for i in insts] == ["sar", "photo", "arr"]
+    assert [i.split("train").images.shape for i in insts] == [(4, 2, 12, 12), (4, 3, 12, 12), (4, 1, 12, 12)]
+    assert insts[0].classes == ["a", "b"] and insts[1].bands == ["b1", "b2", "b3"]
+    named = cfg("folder", info["root"], tmp_path / "d", modalities=["photo"], bands={"photo": ["R", "G", "B"]}, per_band=True)
+    assert real_institution_names(named) == ["photo_R", "photo_G", "photo_B"]
+
+
+# ------------------------------------------------------------------------------------------ subsets
+
+
+def test_subset_sizes_balance_and_seed(euro, tmp_path):
+    c = cfg("eurosat", euro["root"], tmp_path, modalities=["s1", "rgb"], train_per_class=3, val_per_class=1, test_per_class=2)
+    insts = load_real(c, seed=0)
+    for inst in insts:
+        for split, n in (("train", 3), ("val", 1), ("test", 2)):
+            counts = np.bincount(inst.split(split).labels, minlength=10)
+            assert (counts == n).all(), (inst.name, split, counts)
+    again = load_real(c, seed=0)
+    other = load_real(cfg("eurosat", euro["root"], tmp_path, modalities=["s1", "rgb"], **SMALL), seed=1)
+    assert scene_ids(again) == scene_ids(insts)
+    assert scene_ids(other) != scene_ids(insts)
+
+
+def test_unpaired_scenes_are_disjoint_and_paired_overlap(ben1, tmp_path):
+    """Fails on a paired split: the same builder with data.paired=true shares every scene."""
+    unpaired = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3), seed=0)
+    ids = scene_ids(unpaired)
+    assert ids["s1"] and ids["s2"] and not (ids["s1"] & ids["s2"])
+    paired = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, paired=True), seed=0)
+    pids = scene_ids(paired)
+    assert pids["s1"] == pids["s2"]
+    # within an institution the three splits never share a scene either
+    for inst in unpaired:
+        tr, va, te = (set(inst.split(s).ids) for s in ("train", "val", "test"))
+        assert not (tr & va or tr & te or va & te)
+
+
+def test_per_band_institutions_and_only(ben1, tmp_path):
+    c = cfg(
+        "bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, per_band=True,
+        bands={"s1": ["VV"], "s2": ["B02", "B05", "B09"]}, train_per_class=1,
+    )  # fmt: skip
+    assert real_institution_names(c) == ["s1_VV", "s2_B02", "s2_B05", "s2_B09"]
+    allk = load_real(c, seed=0)
+    ids = scene_ids(allk)
+    names = list(ids)
+    assert all(not (ids[a] & ids[b]) for a in names for b in names if a < b)  # K=4, all disjoint
+    (one,) = load_real(c, seed=0, only="s2_B05")
+    assert one.bands == ["B05"] and one.split("train").images.shape == (3, 1, 120, 120)
+    assert scene_ids([one])["s2_B05"] == ids["s2_B05"]  # a node alone gets the same scenes
+    assert load_real(c, seed=0, only="nope") == []
+
+
+def test_node_with_only_its_own_modality_gets_the_same_scenes(ben1, tmp_path):
+    import shutil
+
+    node = tmp_path / "node_s1"
+    shutil.copytree(Path(ben1["root"]) / "BigEarthNet-S1-v1.0", node / "BigEarthNet-S1-v1.0")
+    for name in ("patches_with_seasonal_snow.csv", "patches_with_cloud_and_shadow.csv"):
+        shutil.copy(Path(ben1["root"]) / name, node / name)
+    full = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path / "a", classes=BEN3), seed=3)
+    (alone,) = load_real(cfg("bigearthnet_v1", node, tmp_path / "b", classes=BEN3), seed=3, only="s1")
+    assert scene_ids([alone]) == {"s1": scene_ids(full)["s1"]}
+    with pytest.raises(DataError, match="BigEarthNet-v1.0' for modality 's2' is missing"):
+        load_real(cfg("bigearthnet_v1", node, tmp_path / "b", classes=BEN3), seed=3, only="s2")
+
+
+def test_short_class_raise_shrink_drop(ben1, tmp_path):
+    big = dict(classes=BEN3, train_per_class=2, val_per_class=3, test_per_class=3)
+    with pytest.raises(DataError, match=r"class 'Arable land' has 12 single-label scenes.*need 8 each.*get only 6"):
+        load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, **big), seed=0)
+    with pytest.warns(UserWarning, match="shrunk this class"):
+        insts = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, short_class="shrink", **big), seed=0)
+    assert len(insts[0].split("val")) == 3 * 2  # 6 available of 8 -> train/val/test 2/2/2 per class
+    with pytest.warns(UserWarning, match="dropped class"):
+        with pytest.raises(DataError, match="no class left"):
+            load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, short_class="drop", **big), seed=0)
+
+
+def test_allocate_drop_keeps_other_classes():
+    from uml_fed.data.real import Scene
+
+    scenes = [Scene(f"a{i}", "A", {"x": "", "y": ""}) for i in range(10)] + [Scene("b0", "B", {"x": "", "y": ""})]
+    with pytest.warns(UserWarning, match="class 'B' has 1"):
+        plan = allocate(scenes, ["A", "B"], [("x", "x"), ("y", "y")], (2, 1, 1), short_class="drop")
+    assert plan.classes == ["A"] and not set(plan.pools["x"]["A"]) & set(plan.pools["y"]["A"])
+
+
+def test_presets_per_class():
+    assert PRESETS["bigearthnet_mm"].per_class() == (300, 67, 117)
+    assert PRESETS["bigearthnet_mm"].per_class(lowdata=True) == (100, 67, 117)
+    assert PRESETS["sen12ms_summer"].per_class() == (43, 57, 57)
+    assert PRESETS["eurosat_s1_rgb"].per_class() == (100, 40, 40)
+
+
+# ------------------------------------------------------------------------------------------ normalisation
+
+
+def test_normalization_train_and_published(euro, tmp_path):
+    tr = load_real(cfg("eurosat", euro["root"], tmp_path, modalities=["s1"]), seed=0)[0]
+    x = tr.split("train").images.astype(np.float64)
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    pub = load_real(cfg("eurosat", euro["root"], tmp_path, modalities=["s1"], normalization="published"), seed=0)[0]
+    np.testing.assert_allclose(pub.mean, [-12.59, -20.26]) and np.testing.assert_allclose(pub.std, [5.26, 5.91])
+    with pytest.raises(DataError, match=r"no published statistics for band\(s\) \['B04', 'B03', 'B02'\]"):
+        load_real(cfg("eurosat", euro["root"], tmp_path, modalities=["rgb"], normalization="published"), seed=0)
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+
+def test_cache_reused_without_opening_any_tiff(ben1, tmp_path, monkeypatch):
+    c = cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3)
+    first = load_real(c, seed=0)
+
+    def boom(*a, **k):
+        raise AssertionError("rasterio.open called on a cached load")
+
+    monkeypatch.setattr(rasterio, "open", boom)
+    second, report = build_real(c, seed=0)
+    assert report["scan"] == "reused" and {r["cache"] for r in report["institutions"].values()} == {"reused"}
+    assert scene_ids(second) == scene_ids(first)
+
+
+def test_folder_cache_reused_without_opening_any_image(tmp_path, monkeypatch):
+    info = fixtures.write_folder(tmp_path / "f", per_class=4)
+    c = cfg("folder", info["root"], tmp_path / "c", modalities=["s1", "rgb"])
+    first = load_real(c, seed=0)
+    monkeypatch.setattr(rasterio, "open", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rasterio.open")))
+    assert scene_ids(load_real(c, seed=0)) == scene_ids(first)
+
+
+def test_cache_rebuilt_on_option_change_and_touched_file(ben1, tmp_path):
+    c = cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3)
+    _, r1 = build_real(c, seed=0)
+    assert {v["cache"] for v in r1["institutions"].values()} == {"built"}
+    _, r2 = build_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, resize=60), seed=0)
+    assert {v["cache"] for v in r2["institutions"].values()} == {"built"}
+    _, r3 = build_real(c, seed=0)
+    assert {v["cache"] for v in r3["institutions"].values()} == {"reused"}
+    sid = r3 and next(iter(load_real(c, seed=0)[1].split("train").ids))
+    band = Path(ben1["root"]) / "BigEarthNet-v1.0" / sid / f"{sid}_B04.tif"
+    st = band.stat()
+    os.utime(band, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    _, r4 = build_real(c, seed=0)
+    assert r4["institutions"]["s2"]["cache"] == "built" and r4["institutions"]["s1"]["cache"] == "reused"
+
+
+def test_prepare_data_report_and_presets(euro, tmp_path, capsys):
+    conf = load_config(
+        [f"data={name}" for name in ["eurosat_s1_rgb"]]
+        + [f"data.root={euro['root']}", f"data.cache_dir={tmp_path}", "data.train_per_class=2", "data.val_per_class=1", "data.test_per_class=1"]
+    )
+    report = prepare_data(conf)
+    out = capsys.readouterr().out
+    assert "s1: cache built" in out and "rgb: cache built" in out and "AnnualCrop: 2" in out
+    assert report["institutions"]["rgb"]["counts"]["val"]["SeaLake"] == 1 and report["skipped_total"] == 0
+    assert Path(report["report_file"]).is_file()
+    assert prepare_data(conf, echo=False)["institutions"]["s1"]["cache"] == "reused"
+
+
+def test_dispatcher_loads_real_institutions(euro, tmp_path):
+    from uml_fed.data import institution_names, load_institutions
+
+    conf = load_config(["data=eurosat_s1_rgb", f"data.root={euro['root']}", f"data.cache_dir={tmp_path}",
+                        "data.train_per_class=2", "data.val_per_class=1", "data.test_per_class=1"])  # fmt: skip
+    assert institution_names(conf) == ["s1", "rgb"]
+    insts = load_institutions(conf)
+    assert [i.name for i in insts] == ["s1", "rgb"] and all(i.mean is not None for i in insts)
+    (rgb,) = load_institutions(conf, only="rgb")
+    assert rgb.split("train").ids == insts[1].split("train").ids
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    [f"{b}_{k}_{s}" for b in ("bigearthnet", "sen12ms", "eurosat_s1_rgb") for k in ("bimodal", "finegrained") for s in ("full", "lowdata")]
+    + ["unrelated_auxiliary"],
+)
+def test_experiment_presets_compose(experiment):
+    c = load_config([f"experiment={experiment}", "data.root=/nowhere"])
+    assert c.name == experiment and c.data.source != "synthetic" and c.model.width == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if c.data.source != "folder":  # folder band names come from files
+            names = real_institution_names(c.data)
+            assert len(names) == (2 if "bimodal" in experiment else {"bigearthnet": 14, "sen12ms": 15}.get(experiment.split("_")[0], 5))

@@ -1,0 +1,110 @@
+"""Decode-once cache: one folder per institution (and option set) with ``.npy`` arrays and a manifest.
+
+Layout of ``<cache_dir>/<source>/<institution>-<options hash>/``::
+
+    manifest.json          options, source files [(path, size, mtime_ns)], skipped patches, ids, shapes
+    train.npy  train_labels.npy   val.npy  val_labels.npy   test.npy  test_labels.npy
+
+Arrays keep the sensor's compact dtype (uint16 reflectance, uint8 RGB, float32 dB) and are opened
+with ``mmap_mode="r"``.  The cache is fresh when the stored options equal the requested ones and
+every recorded source file still has the same size and mtime; otherwise it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import SPLITS
+
+
+def file_stats(root: Path, relpaths: list[str]) -> list[list[Any]]:
+    """``[path, size, mtime_ns]`` per file (``[path, -1, -1]`` for an absent one)."""
+    out = []
+    for rel in relpaths:
+        try:
+            st = os.stat(Path(root) / rel)
+            out.append([rel, st.st_size, st.st_mtime_ns])
+        except FileNotFoundError:
+            out.append([rel, -1, -1])
+    return out
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+class InstitutionCache:
+    """The cached splits of one institution under one option set."""
+
+    def __init__(self, path: Path) -> None:
+        self.dir = Path(path)
+
+    def manifest(self) -> dict:
+        return read_json(self.dir / "manifest.json") or {}
+
+    def is_fresh(self, options: dict, root: Path) -> bool:
+        m = self.manifest()
+        if not m or m.get("options") != json.loads(json.dumps(options)):
+            return False
+        if any(not (self.dir / f"{s}.npy").is_file() for s in SPLITS):
+            return False
+        return file_stats(root, [f[0] for f in m.get("files", [])]) == m.get("files")
+
+    def write(
+        self,
+        splits: dict[str, tuple[np.ndarray, np.ndarray, list[str]]],
+        options: dict,
+        files: list[str],
+        skipped: list[dict],
+        root: Path,
+    ) -> None:
+        """Write atomically: a temporary sibling folder renamed over the old one."""
+        tmp = self.dir.with_name(self.dir.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for s, (images, labels, _) in splits.items():
+            np.save(tmp / f"{s}.npy", np.ascontiguousarray(images))
+            np.save(tmp / f"{s}_labels.npy", np.asarray(labels, dtype=np.int64))
+        manifest = {
+            "options": options,
+            "files": file_stats(root, files),
+            "skipped": skipped,
+            "ids": {s: list(ids) for s, (_, _, ids) in splits.items()},
+            "shapes": {s: list(images.shape) for s, (images, _, _) in splits.items()},
+        }
+        write_json(tmp / "manifest.json", manifest)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.replace(tmp, self.dir)
+
+    def load(self, mmap: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+        ids = self.manifest()["ids"]
+        mode = "r" if mmap else None
+        return {
+            s: (
+                np.load(self.dir / f"{s}.npy", mmap_mode=mode),
+                np.load(self.dir / f"{s}_labels.npy"),
+                ids[s],
+            )
+            for s in SPLITS
+        }
+
+    def nbytes(self) -> int:
+        return sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file()) if self.dir.is_dir() else 0

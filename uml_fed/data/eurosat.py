@@ -1,0 +1,122 @@
+"""EuroSAT RGB (jpg), EuroSAT MS (13-band GeoTIFF) and EuroSAT-SAR (VV/VH GeoTIFF), 64x64, 10 classes.
+
+The three share ``<Class>/<Class>_<n>.<ext>`` names: a SAR patch and the RGB/MS patch of the same
+name show the same place, so ``<Class>_<n>`` is the scene id (and unpaired institutions get
+disjoint names).  Careful: the MS files store their bands as B01..B08, B09, B10, B11, B12, B8A
+(B8A LAST); bands are selected by name through :attr:`EuroSAT.ms_file_order`.
+
+Folders looked for under the root, first match wins (the official archives' extraction folders):
+
+* rgb: ``2750/``, ``EuroSAT_RGB/``, ``EuroSAT/``
+* ms:  ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/``, ``EuroSAT_MS/``, ``tif/``, ``EuroSATallBands/tif/``
+* s1:  ``EuroSAT-SAR/``, ``EuroSAT_SAR/``
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .base import DataError
+from .real import MissingDataError, RealSource, Scene, ScanResult, Sensor, read_raster
+
+CLASSES = (
+    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop",
+    "Residential", "River", "SeaLake",
+)  # fmt: skip
+MS_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+MS_FILE_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
+
+_MS_MEAN = (1354.41, 1118.24, 1042.93, 947.63, 1199.47, 1999.79, 2369.22, 2296.83, 732.08, 12.11, 1819.01, 1118.92, 2594.14)
+_MS_STD = (245.72, 333.01, 395.09, 593.75, 566.42, 861.18, 1086.63, 1117.98, 404.92, 4.78, 1002.59, 761.30, 1231.59)
+
+FOLDERS = {
+    "rgb": ("2750", "EuroSAT_RGB", "EuroSAT"),
+    "ms": ("ds/images/remote_sensing/otherDatasets/sentinel_2/tif", "EuroSAT_MS", "tif", "EuroSATallBands/tif"),
+    "s1": ("EuroSAT-SAR", "EuroSAT_SAR"),
+}
+EXT = {"rgb": ".jpg", "ms": ".tif", "s1": ".tif"}
+_NAME = re.compile(r"^(?P<cls>[A-Za-z]+)_(?P<n>\d+)$")
+
+
+class EuroSAT(RealSource):
+    name = "eurosat"
+    ms_file_order = MS_FILE_ORDER
+    sensors = {
+        "rgb": Sensor(("B04", "B03", "B02"), "uint8", 64, "uint8"),
+        "ms": Sensor(MS_BANDS, "uint16", 64, "uint16", dict(zip(MS_FILE_ORDER, _MS_MEAN)), dict(zip(MS_FILE_ORDER, _MS_STD))),
+        "s1": Sensor(("VV", "VH"), "float32", 64, "float32", {"VV": -12.59, "VH": -20.26}, {"VV": 5.26, "VH": 5.91}),
+    }
+    classes = CLASSES
+    all_classes = CLASSES
+    layout = (
+        "  <root>/2750/<Class>/<Class>_<n>.jpg                 (rgb: EuroSAT RGB, uint8)\n"
+        "  <root>/ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif\n"
+        "      (ms: 13 bands uint16, file order B01..B08,B09,B10,B11,B12,B8A; or <root>/EuroSAT_MS/<Class>/...)\n"
+        "  <root>/EuroSAT-SAR/<Class>/<Class>_<n>.tif          (s1: VV, VH float32 dB)\n"
+        f"  <Class> in {list(CLASSES)}"
+    )
+
+    def folder(self, modality: str) -> str | None:
+        for cand in FOLDERS[modality]:
+            if (self.root / cand).is_dir():
+                return cand
+        return None
+
+    def check_root(self, modalities: list[str] | None = None) -> None:
+        super().check_root()
+        for m in modalities or self.cfg.modalities:
+            if self.folder(m) is None:
+                raise MissingDataError(
+                    f"{self.name}: no {m} folder under {str(self.root)!r} (looked for {list(FOLDERS[m])}). "
+                    f"Expected layout:\n{self.layout}"
+                )
+
+    def _listing(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for m in FOLDERS:
+            top = self.folder(m)
+            if top is None:
+                continue
+            files = []
+            for cdir in sorted(p for p in (self.root / top).iterdir() if p.is_dir()):
+                files += [f"{top}/{cdir.name}/{f.name}" for f in sorted(cdir.iterdir()) if f.suffix == EXT[m]]
+            out[m] = files
+        return out
+
+    def scan_inputs(self) -> list[str]:
+        return [f for files in self._listing().values() for f in files]
+
+    def scan(self) -> ScanResult:
+        scenes: dict[str, tuple[str, dict[str, str]]] = {}
+        for m, files in self._listing().items():
+            for rel in files:
+                cls_dir, fname = rel.split("/")[-2:]
+                stem = Path(fname).stem
+                match = _NAME.match(stem)
+                if cls_dir not in CLASSES:
+                    raise DataError(f"{self.name}: class folder {cls_dir!r} ({rel}) is not a EuroSAT class {list(CLASSES)}")
+                if match is None or match["cls"] != cls_dir:
+                    raise DataError(f"{self.name}: file {rel!r} is not named <Class>_<n>{EXT[m]} after its folder")
+                scenes.setdefault(stem, (cls_dir, {}))[1][m] = rel
+        return ScanResult([Scene(sid, c, files) for sid, (c, files) in sorted(scenes.items())])
+
+    def read(self, scene: Scene, modality: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+        rel = scene.files.get(modality)
+        if rel is None:
+            raise MissingDataError(f"{self.name}: scene {scene.id} has no {modality} patch")
+        s = self.sensors[modality]
+        order = MS_FILE_ORDER if modality == "ms" else s.bands
+        path = self.root / rel
+        arr = read_raster(
+            path,
+            what=f"{self.name} {modality}",
+            indexes=[order.index(b) + 1 for b in bands],
+            count=len(order),
+            dtype=s.dtype,
+            native=(64, 64),
+            out_size=self.out_size(modality),
+        )
+        return arr, [str(path)]
