@@ -80,3 +80,15 @@ def test_sweep_refuses_local_epochs_that_do_not_divide_the_budget():
     assert check_schedules(200, [2, 5, 10, 25, 50]) == [(2, 100), (5, 40), (10, 20), (25, 8), (50, 4)]
     with pytest.raises(ConfigError, match=r"\[7\] do not divide train.epochs=30"):
         check_schedules(30, [2, 7])
+
+
+def test_prepare_data_command_on_a_fixture_in_the_real_layout(tmp_path):
+    from uml_fed.data.fixtures import write_fixture
+
+    root = write_fixture("eurosat", tmp_path / "eurosat", per_class=20)["root"]
+    args = ["prepare-data", "data=eurosat_s1_rgb", f"data.root={root}", "data.train_per_class=4",
+            "data.val_per_class=2", "data.test_per_class=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    out = _run(args, cwd=tmp_path)
+    assert "s1: cache built" in out and "rgb: cache built" in out and "AnnualCrop: 4" in out
+    again = _run(args, cwd=tmp_path)
+    assert "cache built" not in again  # the second call reuses the cache

@@ -87,18 +87,25 @@ def fit(
     return selected
 
 
+def _prepare(
+    cfg: Config, institutions: list[Institution] | None
+) -> tuple[torch.device, RunDir, list[Institution]]:
+    """Threads, device, run directory (with the resolved config) and the institutions' data."""
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    device = resolve_device(cfg.train.device)
+    run = RunDir(cfg.output_dir)
+    run.write_config(cfg)
+    return device, run, institutions if institutions is not None else load_institutions(cfg)
+
+
 def run_centralized(cfg: Config, institutions: list[Institution] | None = None, unimodal: bool | None = None) -> dict:
     """Algorithm 1 + Algorithm 2 over all institutions, plus (optionally) the unimodal baselines.
 
     Writes the run directory ``cfg.output_dir`` and returns the results dictionary.
     """
     start = time.perf_counter()
-    if cfg.train.num_threads > 0:
-        torch.set_num_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.train.device)
-    run = RunDir(cfg.output_dir)
-    run.write_config(cfg)
-    institutions = institutions if institutions is not None else load_institutions(cfg)
+    device, run, institutions = _prepare(cfg, institutions)
     classes = institutions[0].classes
     results: dict[str, Any] = {"mode": "centralized", "seed": cfg.seed, "classes": classes, "modalities": {}}
 
@@ -151,12 +158,7 @@ def print_summary(results: dict, run_dir: str) -> None:
 def run_unimodal(cfg: Config, institutions: list[Institution] | None = None) -> dict:
     """The unimodal baselines alone (``uml-fed unimodal``)."""
     start = time.perf_counter()
-    if cfg.train.num_threads > 0:
-        torch.set_num_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.train.device)
-    run = RunDir(cfg.output_dir)
-    run.write_config(cfg)
-    institutions = institutions if institutions is not None else load_institutions(cfg)
+    device, run, institutions = _prepare(cfg, institutions)
     results = run_unimodal_baselines(cfg, institutions, device, run)
     results["classes"] = institutions[0].classes
     results["wall_time_s"] = time.perf_counter() - start
