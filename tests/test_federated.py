@@ -166,3 +166,23 @@ def test_mismatched_class_lists_are_refused_naming_both(tmp_path):
 
     with pytest.raises(InstitutionMismatchError, match=r"'inst1' and 'inst2' have different class lists"):
         handshake(FakeGrid(), [1, 2], ["inst1", "inst2"], 10)
+
+
+def test_restarted_node_restores_its_private_state_from_disk(tmp_path):
+    """A SuperNode restart empties context.state; round r+1 must continue from the disk copy of round r."""
+    import shutil
+
+    cfg = from_run_config({**TINY_RUN})
+    first = client_app.train(_msg("train", _train_content(cfg, 1), 100), _context(0, tmp_path / "x"))
+    shutil.copytree(tmp_path / "x", tmp_path / "y")
+    round2 = _train_content(cfg, 2, first.content["arrays"])
+    # node that kept its memory: same context object for rounds 1 and 2 (round 1 is seeded: same as "x")
+    ctx = _context(0, tmp_path / "m")
+    client_app.train(_msg("train", _train_content(cfg, 1), 100), ctx)
+    kept = client_app.train(_msg("train", round2, 100), ctx)
+    # node that restarted: empty context, private state only on disk (copied from round 1)
+    restarted = client_app.train(_msg("train", round2, 100), _context(0, tmp_path / "y"))
+    for k in kept.content["arrays"].keys():
+        np.testing.assert_array_equal(kept.content["arrays"][k].numpy(), restarted.content["arrays"][k].numpy())
+    files = sorted(p.name for p in (tmp_path / "y" / "clients" / "s1" / "private_state").iterdir())
+    assert files == ["round_1.pt", "round_2.pt"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from logging import WARNING
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any, Mapping
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.common.logger import log
 
 from ..config import Config, from_run_config
 from ..data import Institution, load_institutions
@@ -190,12 +192,19 @@ class InstitutionClient:
         elif best_disk:
             saved = torch.load(self._state_file(best_disk), weights_only=False)
             self._load_private(saved["projection"], saved["optimizer"], saved["selected"], saved["meta"])
+            for key in (STATE_OPTIMIZER, STATE_SELECTED):  # whatever the context held is of a later round
+                if key in self.state:
+                    del self.state[key]
             self.state[STATE_PROJECTION] = _arrays(saved["projection"])
+            self.state[STATE_META] = ConfigRecord(dict(self.meta))
             if saved["optimizer"] is not None:
                 self.state[STATE_OPTIMIZER] = ArrayRecord(OrderedDict(saved["optimizer"]))
             if saved["selected"] is not None:
                 self.state[STATE_SELECTED] = _arrays(saved["selected"])
-        # else: round 1 (or nothing saved yet) -> the seeded initial projection
+        elif upto_round > 0:
+            # joins the run after round 1 with no private state: starts from the seeded projection
+            log(WARNING, "institution %s has no private state up to round %d in %s; starting from the "
+                "seeded initial projection", self.modality, upto_round, self.ident.output_dir)
 
     def _load_private(self, projection, optimizer, selected, meta) -> None:  # type: ignore[no-untyped-def]
         try:
