@@ -71,3 +71,13 @@ def test_calibrated_model_is_deterministic_in_eval_mode():
     cal = calibrate_bn(model, x, epochs=1, batch_size=64)
     assert not cal.training
     torch.testing.assert_close(cal(x[:5]), cal(x)[:5])  # eval output no longer depends on the batch
+
+
+def test_a_single_full_batch_gives_the_same_statistics_for_any_number_of_epochs():
+    model = _model()
+    x = torch.randn(30, 4, 8, 8)
+    one = calibrate_bn(model, x, epochs=1, batch_size=64)
+    ten = calibrate_bn(model, x, epochs=10, batch_size=64)
+    for a, b in zip(bn_layers(one), bn_layers(ten)):
+        torch.testing.assert_close(a.running_mean, b.running_mean)
+        torch.testing.assert_close(a.running_var, b.running_var)

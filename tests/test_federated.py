@@ -157,12 +157,17 @@ def test_mismatched_class_lists_are_refused_naming_both(tmp_path):
     from uml_fed.federated.server import InstitutionMismatchError, handshake
 
     class FakeGrid:
-        def send_and_receive(self, messages, timeout):
-            out = []
+        """Two nodes that answer the handshake at once, with different class lists."""
+
+        def push_messages(self, messages):
+            self.replies = []
             for m, classes in zip(messages, (["a", "b"], ["a", "c"])):
                 info = ConfigRecord({"modality": f"inst{m.metadata.dst_node_id}", "classes": classes})
-                out.append(Message(RecordDict({"info": info}), reply_to=m))
-            return out
+                self.replies.append(Message(RecordDict({"info": info}), reply_to=m))
+            return [r.metadata.reply_to_message_id for r in self.replies]
+
+        def pull_messages(self, message_ids):
+            return [r for r in self.replies if r.metadata.reply_to_message_id in set(message_ids)]
 
     with pytest.raises(InstitutionMismatchError, match=r"'inst1' and 'inst2' have different class lists"):
         handshake(FakeGrid(), [1, 2], ["inst1", "inst2"], 10)

@@ -26,8 +26,8 @@ class RecordingGrid:
     def __getattr__(self, name):
         return getattr(self._grid, name)
 
-    def send_and_receive(self, messages, timeout=None):
-        replies = list(self._grid.send_and_receive(messages=messages, timeout=timeout))
+    def pull_messages(self, message_ids):
+        replies = list(self._grid.pull_messages(message_ids))
         self._store.extend(replies)
         return replies
 

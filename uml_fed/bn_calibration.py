@@ -59,6 +59,10 @@ def calibrate_bn(
     reset_bn_for_calibration(calibrated)
     calibrated.train()
     n = images.shape[0]
+    if n <= batch_size:
+        # one batch holds the whole set: with frozen weights every epoch sees exactly the same batch
+        # statistics, and their cumulative average over E_cal epochs equals one epoch's -- skip the rest
+        epochs = 1
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):

@@ -1,0 +1,361 @@
+"""A real Flower deployment on one machine: one SuperLink and one SuperNode per institution.
+
+Every component is a separate process, as on separate machines: the SuperLink (TLS with a local CA,
+SuperNode authentication on), one SuperNode per institution (its own auth key, FLWR_HOME and output
+directory), and the run is submitted with the real ``flwr run`` CLI through a SuperLink connection in
+a private ``$FLWR_HOME/config.toml``.  Credentials come from ``deploy/make-certs.sh``, so the tests
+exercise the same script an operator runs.  Used by ``tests/test_deployment.py`` and
+``scripts/bench_deployment.py``; ``deploy/*.sh`` do the same steps by hand.
+
+Every process is started in its own session and stopped by session (so the ``flwr-serverapp`` /
+``flwr-clientapp`` children go too), on ``stop()``, at the end of the ``with`` block, also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Mapping
+
+from .launch import APP_DIR, free_port, stop_processes, write_run_config
+
+DEPLOY_DIR = APP_DIR / "deploy"
+CONNECTION = "uml-fed"  # the SuperLink connection name in $FLWR_HOME/config.toml (deploy/run.sh uses it too)
+QUIET_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    # the SuperLink would otherwise `uv sync` the app's dependencies (torch!) into a new env per run
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+class DeploymentError(RuntimeError):
+    """A component did not start, or a CLI call failed; the message names it and its log file."""
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def pids_in_sessions(sessions: Iterable[int]) -> list[int]:
+    """Live (non-zombie) processes in any of ``sessions`` (Linux /proc)."""
+    wanted, out = set(sessions), []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) in wanted:
+            out.append(int(p.name))
+    return out
+
+
+@dataclass
+class Component:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def session(self) -> int:
+        return self.proc.pid  # start_new_session=True: the leader's pid is the session id
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class DeployedRun:
+    returncode: int
+    output: str
+    seconds: float
+    run_id: int | None
+
+
+@dataclass
+class LocalDeployment:
+    """SuperLink + SuperNodes on 127.0.0.1 in ``workdir`` (certs/, logs/, homes/, nodes/).
+
+    ``tls`` / ``auth`` default to on; ``insecure`` deployments are for quick local checks only.
+    ``database``: keep the SuperLink state in ``workdir/superlink.db`` (needed for
+    :meth:`captured_replies`).  ``data_paths``: node-config ``data-path`` per institution (real data).
+    """
+
+    workdir: Path
+    institutions: tuple[str, ...] = ("s1", "s2")
+    tls: bool = True
+    auth: bool = True
+    database: bool = False
+    capture_replies: bool = False
+    data_paths: Mapping[str, str] = field(default_factory=dict)
+    app_dir: Path = APP_DIR
+    start_timeout: float = 60.0
+    components: dict[str, Component] = field(default_factory=dict)
+    sessions: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.certs = self.workdir / "certs"
+        self.logs = self.workdir / "logs"
+        self.home = self.workdir / "homes" / "superlink"  # FLWR_HOME of the SuperLink and the CLI
+        self.db = self.workdir / "superlink.db"
+        self.port = 0
+        if self.capture_replies:
+            self.database = True
+
+    # ---------------------------------------------------------------- lifecycle
+    def __enter__(self) -> "LocalDeployment":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for d in (self.logs, self.home):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.tls or self.auth:
+            self.make_credentials(self.institutions)
+        self.start_superlink()
+        self.write_connection()
+        for name in self.institutions:
+            if self.auth:
+                self.register(name)
+            self.start_supernode(name)
+        for name in self.institutions:
+            self.wait_connected(name)
+
+    def stop(self) -> None:
+        """Stop every process this deployment started (and their children), by session."""
+        leaders = [c.proc.pid for c in self.components.values()]
+        stop_processes([*leaders, *pids_in_sessions(self.sessions)], grace=3.0)
+        for c in self.components.values():
+            try:
+                c.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        left = pids_in_sessions(self.sessions)
+        if left:  # a child that escaped its parent's tree: same session, so still ours
+            stop_processes(left, grace=0.0)
+
+    def alive(self) -> list[int]:
+        """Processes of this deployment still running (empty after ``stop()``)."""
+        return pids_in_sessions(self.sessions)
+
+    # ---------------------------------------------------------------- pieces
+    def env(self, home: Path) -> dict[str, str]:
+        return {**os.environ, **QUIET_ENV, "FLWR_HOME": str(home)}
+
+    def make_credentials(self, names: Iterable[str]) -> None:
+        """``deploy/make-certs.sh`` (keeps files that exist; adds key pairs for new names)."""
+        cmd = ["bash", str(DEPLOY_DIR / "make-certs.sh"), "--out", str(self.certs), *names]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise DeploymentError(f"make-certs.sh failed: {res.stderr or res.stdout}")
+
+    def _spawn(self, name: str, cmd: list[str], home: Path, cwd: Path) -> Component:
+        log = self.logs / f"{name}.log"
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(cmd, env=self.env(home), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        comp = Component(name, proc, log)
+        self.components[name] = comp
+        self.sessions.append(proc.pid)
+        return comp
+
+    def _wait_for(self, comp: Component, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, comp.log_text())
+            if m:
+                return m
+            if comp.proc.poll() is not None:
+                raise DeploymentError(f"{comp.name} exited with {comp.proc.returncode}; see {comp.log}:\n"
+                                      f"{comp.log_text()[-2000:]}")
+            time.sleep(0.2)
+        raise DeploymentError(f"{comp.name}: no {pattern!r} within {timeout:.0f} s; see {comp.log}")
+
+    def superlink_command(self) -> list[str]:
+        cmd = [_bin("flower-superlink"), "--port", str(self.port), "--disable-runtime-dependency-installation"]
+        if self.tls:
+            cmd += ["--ssl-ca-certfile", str(self.certs / "ca.crt"), "--ssl-certfile", str(self.certs / "server.pem"),
+                    "--ssl-keyfile", str(self.certs / "server.key")]
+        else:
+            cmd += ["--insecure"]
+        if self.auth:
+            cmd += ["--enable-supernode-auth"]
+        if self.database:
+            cmd += ["--database", str(self.db)]
+        return cmd
+
+    def start_superlink(self) -> None:
+        self.port = free_port()
+        # cwd: the ServerApp runs where the SuperLink started (relative paths would land here)
+        comp = self._spawn("superlink", self.superlink_command(), self.home, self.workdir)
+        self._wait_for(comp, r"Uvicorn running on", self.start_timeout)
+        if self.capture_replies:
+            install_reply_capture(self.db)
+
+    def write_connection(self) -> Path:
+        """The SuperLink connection ``flwr`` uses (Flower 1.42 ``$FLWR_HOME/config.toml``)."""
+        lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
+                 f'address = "127.0.0.1:{self.port}"']
+        lines.append(f'root-certificates = "{self.certs / "ca.crt"}"' if self.tls else "insecure = true")
+        path = self.home / "config.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """A ``flwr`` CLI call against this deployment's SuperLink."""
+        return subprocess.run([_bin("flwr"), *args], env=self.env(self.home), cwd=self.workdir,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def register(self, name: str) -> int:
+        """``flwr supernode register`` the public key of ``name``; returns its node id."""
+        res = self.flwr("supernode", "register", str(self.certs / f"supernode-{name}.pub"), CONNECTION,
+                        "--name", name, "--format", "json")
+        try:
+            return int(json.loads(res.stdout[res.stdout.index("{"):])["node-id"])
+        except (ValueError, KeyError) as err:
+            raise DeploymentError(f"registering {name} failed: {res.stdout}{res.stderr}") from err
+
+    def supernode_command(self, name: str, modality: str, key: str | None = None) -> list[str]:
+        node_config = f'modality="{modality}" output-dir="{self.workdir / "nodes" / name}"'
+        if self.data_paths.get(modality):
+            node_config += f' data-path="{self.data_paths[modality]}"'
+        cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
+               "--node-config", node_config]
+        cmd += ["--root-certificates", str(self.certs / "ca.crt")] if self.tls else ["--insecure"]
+        if self.auth:
+            cmd += ["--auth-supernode-private-key", str(self.certs / f"supernode-{key or name}")]
+        return cmd
+
+    def start_supernode(self, name: str, modality: str | None = None, key: str | None = None) -> Component:
+        """SuperNode ``name`` for institution ``modality`` (default: ``name``) with key ``key``."""
+        home = self.workdir / "homes" / name
+        home.mkdir(parents=True, exist_ok=True)
+        self.components.pop(name, None)
+        return self._spawn(name, self.supernode_command(name, modality or name, key), home, home)
+
+    def wait_connected(self, name: str, timeout: float | None = None) -> int:
+        """Node id of SuperNode ``name`` once the SuperLink has accepted it."""
+        comp = self.components[name]
+        n = comp.log_text().count("SuperNode ID:")  # a restarted node appends to the same log
+        m = self._wait_for(comp, r"(?:SuperNode ID: \d+[\s\S]*){%d}SuperNode ID: (\d+)" % n if n else
+                           r"SuperNode ID: (\d+)", timeout or self.start_timeout)
+        return int(m.group(1))
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill SuperNode ``name`` and its children at once (a machine that goes away)."""
+        comp = self.components[name]
+        for pid in pids_in_sessions([comp.session]):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        comp.proc.wait(timeout=10)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """``flwr supernode list`` as dicts (node id, status, ...)."""
+        res = self.flwr("supernode", "list", CONNECTION, "--format", "json")
+        try:
+            data = json.loads(res.stdout[res.stdout.index("{"):])
+        except ValueError as err:
+            raise DeploymentError(f"flwr supernode list failed: {res.stdout}{res.stderr}") from err
+        return list(data.get("nodes", []))
+
+    # ---------------------------------------------------------------- the run
+    def run(
+        self,
+        run_config: Mapping[str, Any],
+        timeout: float = 600.0,
+        on_line: Callable[[str], None] | None = None,
+        stream_to: IO[str] | None = None,
+    ) -> DeployedRun:
+        """``flwr run <app> uml-fed --stream --run-config <file>``; returns when the run ends.
+
+        ``on_line`` sees every streamed line (how a test kills a SuperNode mid-run).
+        """
+        rc_file = write_run_config(self.workdir / "run_config.toml", run_config)
+        cmd = [_bin("flwr"), "run", str(self.app_dir), CONNECTION, "--stream", "--run-config", str(rc_file)]
+        tic = time.perf_counter()
+        lines: list[str] = []
+        proc = subprocess.Popen(cmd, env=self.env(self.home), cwd=self.workdir, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.sessions.append(proc.pid)
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + timeout
+            rc: int | None = None
+            for line in proc.stdout:
+                lines.append(line)
+                if stream_to is not None:
+                    stream_to.write(line)
+                    stream_to.flush()
+                if on_line is not None:
+                    on_line(line)
+                if time.monotonic() > deadline:
+                    lines.append(f"uml-fed: flwr run stopped after {timeout:.0f} s\n")
+                    break
+            else:
+                rc = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                stop_processes([proc.pid], grace=1.0)
+        out = "".join(lines)
+        m = re.search(r"started run (\d+)", out)
+        return DeployedRun(rc if rc is not None else -9, out, time.perf_counter() - tic, int(m.group(1)) if m else None)
+
+    def captured_replies(self) -> list[Any]:
+        """Every reply message the SuperLink received, decoded (needs ``capture_replies=True``)."""
+        return captured_replies(self.db)
+
+
+# -------------------------------------------------------------------- what left the institutions
+_CAPTURE_SQL = """
+CREATE TABLE IF NOT EXISTS uml_capture_reply (message_id VARCHAR PRIMARY KEY, message_type VARCHAR);
+CREATE TABLE IF NOT EXISTS uml_capture_object (object_id VARCHAR PRIMARY KEY, content BLOB);
+CREATE TRIGGER IF NOT EXISTS uml_capture_reply_trg AFTER INSERT ON message_res BEGIN
+  INSERT OR IGNORE INTO uml_capture_reply VALUES (NEW.message_id, NEW.message_type); END;
+CREATE TRIGGER IF NOT EXISTS uml_capture_object_trg AFTER UPDATE OF content ON objects
+  WHEN length(NEW.content) > 0 BEGIN
+  INSERT OR IGNORE INTO uml_capture_object VALUES (NEW.object_id, NEW.content); END;
+"""
+
+
+def install_reply_capture(db: Path) -> None:
+    """Copy every reply message and every stored object into side tables of the SuperLink's SQLite state.
+
+    Flower 1.42 stores a reply as a row of ``message_res`` (metadata only) plus content-addressed
+    objects (the Message, its RecordDict, every ArrayRecord / Array / MetricRecord ...) that the
+    SuperNode pushes, and deletes both once the ServerApp has pulled them.  SQLite triggers, installed
+    in the database file after the SuperLink created its schema, keep a copy of exactly those bytes,
+    so after the run :func:`captured_replies` can inflate what each SuperNode actually sent.
+    """
+    with sqlite3.connect(db, timeout=30) as con:
+        con.executescript(_CAPTURE_SQL)
+
+
+def captured_replies(db: Path) -> list[Any]:
+    """The reply :class:`flwr.app.Message` objects kept by :func:`install_reply_capture`."""
+    from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+
+    with sqlite3.connect(db, timeout=30) as con:
+        objects = dict(con.execute("SELECT object_id, content FROM uml_capture_object"))
+        ids = [r[0] for r in con.execute("SELECT message_id FROM uml_capture_reply")]
+    return [inflate_object_from_contents(i, objects, keep_object_contents=True) for i in ids]
