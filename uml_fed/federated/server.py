@@ -4,7 +4,8 @@
    sizes (no data).  Institutions with different class lists are refused before any training.
 2. the seeded initial backbone and a Flower strategy (FedAvg/FedProx/...) that aggregates the backbone
    arrays the clients send -- the strategy is Flower's own, wrapped only to record who replied.
-3. R rounds of L local epochs (``strategy.start``).
+3. R rounds of L local epochs: Flower's round (configure_train -> push/pull -> aggregate_train) with
+   the server state saved after each round, so an interrupted run can resume.
 4. a final ``query.calibrate`` message with the final backbone: each institution selects, calibrates
    (Algorithm 2) and evaluates on its own data, and replies with metrics.
 """
@@ -15,14 +16,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
-from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from omegaconf import OmegaConf
 from flwr.serverapp.strategy import (
     FedAdagrad,
     FedAdam,
@@ -33,6 +32,7 @@ from flwr.serverapp.strategy import (
     FedTrimmedAvg,
     FedYogi,
 )
+from omegaconf import OmegaConf
 
 from ..config import Config, ConfigError, num_rounds
 from ..model import Backbone, backbone_state
