@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError
-from .real import MissingDataError, RealSource, Scene, ScanResult, Sensor, read_raster
+from .real import MissingDataError, RealSource, ScanResult, Scene, Sensor, read_raster
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 S2_NATIVE = {  # native side in pixels of each band in a 120x120 (10 m) patch

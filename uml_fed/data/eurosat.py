@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError
-from .real import MissingDataError, RealSource, Scene, ScanResult, Sensor, read_raster
+from .real import MissingDataError, RealSource, ScanResult, Scene, Sensor, read_raster
 
 CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop",

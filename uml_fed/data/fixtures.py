@@ -19,9 +19,12 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from .bigearthnet import CORINE_TO_19, PAPER_CLASSES as BEN_CLASSES, S2_BANDS, S2_NATIVE, SNOW_LIST, CLOUD_LIST
-from .eurosat import CLASSES as EUROSAT_CLASSES, MS_FILE_ORDER
-from .sen12ms import IGBP_FULL, PAPER_CLASSES as SEN12MS_CLASSES, SEASONS
+from .bigearthnet import CLOUD_LIST, CORINE_TO_19, S2_BANDS, S2_NATIVE, SNOW_LIST
+from .bigearthnet import PAPER_CLASSES as BEN_CLASSES
+from .eurosat import CLASSES as EUROSAT_CLASSES
+from .eurosat import MS_FILE_ORDER
+from .sen12ms import IGBP_FULL, SEASONS
+from .sen12ms import PAPER_CLASSES as SEN12MS_CLASSES
 
 UTM33 = "EPSG:32633"
 

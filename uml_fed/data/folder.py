@@ -22,7 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from .base import DataError
-from .real import MissingDataError, RealSource, Scene, ScanResult, Sensor, raster_count, read_raster
+from .real import (
+    MissingDataError,
+    RealSource,
+    ScanResult,
+    Scene,
+    Sensor,
+    raster_count,
+    read_raster,
+)
 
 EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 

@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from .base import DataError
-from .real import MissingDataError, RealSource, Scene, ScanResult, Sensor, read_raster
+from .real import MissingDataError, RealSource, ScanResult, Scene, Sensor, read_raster
 
 SEASONS = {"spring": "ROIs1158_spring", "summer": "ROIs1868_summer", "fall": "ROIs1970_fall", "winter": "ROIs2017_winter"}
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import time
-from logging import WARNING
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from logging import WARNING
 from pathlib import Path
 from typing import Any, Mapping
 
