@@ -21,19 +21,23 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping
+from typing import IO, Any
 
 from .launch import APP_DIR, free_port, stop_processes, write_run_config
 
 DEPLOY_DIR = APP_DIR / "deploy"
 CONNECTION = "uml-fed"  # the SuperLink connection name in $FLWR_HOME/config.toml (deploy/run.sh uses it too)
-QUIET_ENV = {
+FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     # the SuperLink would otherwise `uv sync` the app's dependencies (torch!) into a new env per run
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    # how often a SuperExec looks for a new ServerApp/ClientApp task (Flower's default: 1 s, per message)
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
 }
 
 
@@ -66,13 +70,18 @@ class Component:
     name: str
     proc: subprocess.Popen
     log: Path
+    offset: int = 0  # where this process's output starts in ``log`` (a restarted node appends)
 
     @property
     def session(self) -> int:
         return self.proc.pid  # start_new_session=True: the leader's pid is the session id
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        if not self.log.exists():
+            return ""
+        with open(self.log, "rb") as fh:
+            fh.seek(self.offset)
+            return fh.read().decode(errors="replace")
 
 
 @dataclass
@@ -101,8 +110,8 @@ class LocalDeployment:
     data_paths: Mapping[str, str] = field(default_factory=dict)
     app_dir: Path = APP_DIR
     start_timeout: float = 60.0
-    components: dict[str, Component] = field(default_factory=dict)
-    sessions: list[int] = field(default_factory=list)
+    components: dict[str, Component] = field(default_factory=dict, init=False)
+    sessions: list[int] = field(default_factory=list, init=False)  # one per process started
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -115,7 +124,7 @@ class LocalDeployment:
             self.database = True
 
     # ---------------------------------------------------------------- lifecycle
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         try:
             self.start()
         except BaseException:
@@ -127,6 +136,9 @@ class LocalDeployment:
         self.stop()
 
     def start(self) -> None:
+        if not (self.tls and self.auth):
+            warnings.warn("LocalDeployment without TLS or SuperNode authentication: for quick local runs only",
+                          stacklevel=2)
         for d in (self.logs, self.home):
             d.mkdir(parents=True, exist_ok=True)
         if self.tls or self.auth:
@@ -159,21 +171,24 @@ class LocalDeployment:
 
     # ---------------------------------------------------------------- pieces
     def env(self, home: Path) -> dict[str, str]:
-        return {**os.environ, **QUIET_ENV, "FLWR_HOME": str(home)}
+        # Flower starts flower-superexec / flwr-serverapp / flwr-clientapp by name: this venv first
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(home), "PATH": path}
 
     def make_credentials(self, names: Iterable[str]) -> None:
         """``deploy/make-certs.sh`` (keeps files that exist; adds key pairs for new names)."""
         cmd = ["bash", str(DEPLOY_DIR / "make-certs.sh"), "--out", str(self.certs), *names]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
             raise DeploymentError(f"make-certs.sh failed: {res.stderr or res.stdout}")
 
     def _spawn(self, name: str, cmd: list[str], home: Path, cwd: Path) -> Component:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as fh:
+            offset = fh.tell()
             proc = subprocess.Popen(cmd, env=self.env(home), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        comp = Component(name, proc, log)
+        comp = Component(name, proc, log, offset)
         self.components[name] = comp
         self.sessions.append(proc.pid)
         return comp
@@ -222,7 +237,7 @@ class LocalDeployment:
 
     def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """A ``flwr`` CLI call against this deployment's SuperLink."""
-        return subprocess.run([_bin("flwr"), *args], env=self.env(self.home), cwd=self.workdir,
+        return subprocess.run([_bin("flwr"), *args], check=False, env=self.env(self.home), cwd=self.workdir,
                               capture_output=True, text=True, timeout=timeout)
 
     def register(self, name: str) -> int:
@@ -254,10 +269,7 @@ class LocalDeployment:
 
     def wait_connected(self, name: str, timeout: float | None = None) -> int:
         """Node id of SuperNode ``name`` once the SuperLink has accepted it."""
-        comp = self.components[name]
-        n = comp.log_text().count("SuperNode ID:")  # a restarted node appends to the same log
-        m = self._wait_for(comp, r"(?:SuperNode ID: \d+[\s\S]*){%d}SuperNode ID: (\d+)" % n if n else
-                           r"SuperNode ID: (\d+)", timeout or self.start_timeout)
+        m = self._wait_for(self.components[name], r"SuperNode ID: (\d+)", timeout or self.start_timeout)
         return int(m.group(1))
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
@@ -63,21 +64,30 @@ class RoundTracker:
     node_names: dict[int, str]
     run: RunDir | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    sent_to: dict[str, int] = field(default_factory=dict)  # message id -> destination node (see exchange)
     _sent_at: dict[int, float] = field(default_factory=dict)
-    _sent_to: dict[int, list[int]] = field(default_factory=dict)
+    _asked: dict[int, list[int]] = field(default_factory=dict)
 
     def name(self, node_id: int) -> str:
         return self.node_names.get(node_id, f"node-{node_id}")
 
+    def who(self, msg: Message) -> str:
+        """The institution a reply concerns.  Errors the SuperLink makes itself (e.g. "Node Unavailable"
+        for a dead SuperNode) come from the SuperLink's node id: attribute them to the addressee."""
+        node = msg.metadata.src_node_id
+        if node == SUPERLINK_NODE_ID:
+            node = self.sent_to.get(msg.metadata.reply_to_message_id, node)
+        return self.name(node)
+
     def sent(self, server_round: int, node_ids: list[int]) -> None:
         self._sent_at[server_round] = time.perf_counter()
-        self._sent_to[server_round] = list(node_ids)
+        self._asked[server_round] = list(node_ids)
 
     def received(self, server_round: int, replies: list[Message]) -> dict[str, Any]:
         now = time.perf_counter()
         ok, failed, clients = [], {}, {}
         for msg in replies:
-            who = self.name(msg.metadata.src_node_id)
+            who = self.who(msg)
             if msg.has_error():
                 failed[who] = str(msg.error.reason)
             else:
@@ -85,8 +95,8 @@ class RoundTracker:
                 metrics = msg.content.metric_records
                 if metrics:
                     clients[who] = dict(next(iter(metrics.values())))
-        answered = {self.name(m.metadata.src_node_id) for m in replies}
-        missing = [self.name(n) for n in self._sent_to.get(server_round, []) if self.name(n) not in answered]
+        answered = {self.who(m) for m in replies}
+        missing = [self.name(n) for n in self._asked.get(server_round, []) if self.name(n) not in answered]
         round_s = now - self._sent_at.get(server_round, now)
         train_s = max((c.get("train-time-s", 0.0) for c in clients.values()), default=0.0)
         row = {
@@ -126,7 +136,7 @@ def build_strategy(cfg: Config, num_nodes: int, tracker: RoundTracker):  # type:
 
         def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
             # a fixed order (by institution) makes the floating-point sums reproducible for a seed
-            replies = sorted(replies, key=lambda m: tracker.name(m.metadata.src_node_id))
+            replies = sorted(replies, key=tracker.who)
             row = tracker.received(server_round, replies)
             if len(row["replied"]) < min_replies:
                 log(WARNING, "round %s: %d replies < fed.min_replies=%d; keeping the previous backbone",
@@ -169,14 +179,24 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
 POLL_INTERVAL_S = 0.1
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float = POLL_INTERVAL_S) -> list[Message]:
+def exchange(
+    grid: Grid,
+    messages: list[Message],
+    timeout: float,
+    poll: float = POLL_INTERVAL_S,
+    sent_to: dict[str, int] | None = None,
+) -> list[Message]:
     """Push ``messages`` and pull their replies until all are in or ``timeout`` passes.
 
     Grid.send_and_receive does the same, but the HttpGrid that a ServerApp gets under ``flwr run``
     sleeps a fixed 3 s between pulls, which adds up to 3 s to every round; polling the same public
-    push/pull API every ``poll`` seconds removes that wait.
+    push/pull API every ``poll`` seconds removes that wait.  ``sent_to`` collects each pushed message's
+    destination node (to attribute errors the SuperLink generates on a node's behalf).
     """
-    pending = set(grid.push_messages(messages))
+    ids = list(grid.push_messages(messages))
+    if sent_to is not None:
+        sent_to.update(zip(ids, (m.metadata.dst_node_id for m in messages)))
+    pending = set(ids)
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
     while pending:
@@ -189,11 +209,14 @@ def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float = 
     return replies
 
 
-def _query(grid: Grid, node_ids: list[int], action: str, content: RecordDict, timeout: float) -> list[Message]:
+def _query(
+    grid: Grid, node_ids: list[int], action: str, content: RecordDict, timeout: float,
+    sent_to: dict[str, int] | None = None,
+) -> list[Message]:
     messages = [
         Message(content=content, dst_node_id=n, message_type=f"query.{action}") for n in node_ids
     ]
-    return exchange(grid, messages, timeout)
+    return exchange(grid, messages, timeout, sent_to=sent_to)
 
 
 def handshake(
@@ -360,7 +383,7 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: flo
         log(INFO, "[ROUND %s/%s]", server_round, rounds)
         refresh_names(grid, names, classes, cfg.fed.round_timeout)
         messages = strategy.configure_train(server_round, arrays, train_config(cfg), grid)
-        replies = exchange(grid, list(messages), cfg.fed.round_timeout)
+        replies = exchange(grid, list(messages), cfg.fed.round_timeout, sent_to=tracker.sent_to)
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
@@ -370,7 +393,7 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: flo
     tic = time.perf_counter()
     refresh_names(grid, names, classes, cfg.fed.round_timeout)
     content = RecordDict({"arrays": arrays, "config": ConfigRecord({**train_config(cfg), "server-round": rounds})})
-    replies = _query(grid, sorted(names), "calibrate", content, cfg.fed.round_timeout)
+    replies = _query(grid, sorted(names), "calibrate", content, cfg.fed.round_timeout, sent_to=tracker.sent_to)
     calibrate_s = time.perf_counter() - tic
     results: dict[str, Any] = {
         "mode": "federated",
@@ -390,7 +413,7 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: flo
         ],
     }
     for msg in replies:
-        who = names.get(msg.metadata.src_node_id, str(msg.metadata.src_node_id))
+        who = tracker.who(msg)
         if msg.has_error():
             results["failures"].append({"round": "calibrate", "failed": {who: str(msg.error.reason)}, "missing": []})
             continue
@@ -401,7 +424,7 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: flo
             "selected_round": int(m["selected-round"]),
             "calibration_s": m["calibration-time-s"],
         }
-    answered = {names.get(m.metadata.src_node_id) for m in replies}
+    answered = {tracker.who(m) for m in replies}
     for who in sorted(set(names.values()) | set(expected)):
         if who not in answered:
             results["failures"].append({"round": "calibrate", "failed": {}, "missing": [who]})

@@ -1,0 +1,142 @@
+"""A real deployment on 127.0.0.1: SuperLink and SuperNodes as separate processes, TLS + SuperNode
+authentication on, the run submitted with the real ``flwr run`` CLI (marked slow; run in CI).
+
+One deployment (module fixture) serves the end-to-end, wire-content and authentication tests; the
+crash test has its own.  Every process is stopped by session at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tiny_overrides
+
+from uml_fed.config import from_run_config
+from uml_fed.federated.deployment import LocalDeployment
+from uml_fed.federated.launch import _pids_with
+from uml_fed.model import UMLModel, backbone_state
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_run(out, **extra):
+    return {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 2, "num-threads": 1,
+            "output-dir": str(out), **extra}
+
+
+def read_rounds(out):
+    return [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """Two registered institutions plus an intruder with a key nobody registered; one 2-round run."""
+    work = tmp_path_factory.mktemp("deploy")
+    dep = LocalDeployment(work, capture_replies=True)
+    try:
+        dep.start()
+        registered = {n["node-id"] for n in dep.nodes()}
+        dep.make_credentials(["intruder"])  # a valid key pair, never passed to `flwr supernode register`
+        dep.start_supernode("intruder", modality="s1")
+        run = dep.run(tiny_run(work / "run"), timeout=300)
+        nodes = dep.nodes()
+        replies = dep.captured_replies()
+        logs = {name: c.log_text() for name, c in dep.components.items()}
+    finally:
+        dep.stop()
+    return {"dep": dep, "work": work, "run": run, "registered": registered, "nodes": nodes, "replies": replies,
+            "logs": logs}
+
+
+def test_tls_authenticated_deployment_runs_to_completion_and_leaves_no_process(deployed):
+    run, out, dep = deployed["run"], deployed["work"] / "run", deployed["dep"]
+    assert run.returncode == 0, run.output[-3000:]
+    assert "--ssl-certfile" in dep.superlink_command() and "--enable-supernode-auth" in dep.superlink_command()
+    assert f"run directory: {out}" in run.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["modalities"]) == {"s1", "s2"} and results["rounds"] == 2 and not results["failures"]
+    assert [r["round"] for r in read_rounds(out)] == [1, 2]
+    assert all(sorted(r["replied"]) == ["s1", "s2"] for r in read_rounds(out))
+    # each institution's private artefacts are on its own node's disk (node config output-dir)
+    for m in ("s1", "s2"):
+        assert (deployed["work"] / "nodes" / m / m / "calibrated.pt").is_file()
+    assert not dep.alive() and not _pids_with(str(deployed["work"]))
+
+
+def test_what_leaves_an_institution_is_only_backbone_arrays_and_scalars(deployed):
+    """Read what the SuperNodes actually sent, from the SuperLink's own state.
+
+    The SuperLink runs with ``--database``; before the run, SQLite triggers copy every reply row of
+    ``message_res`` and every object the SuperNodes push (content-addressed Flower objects: Message,
+    RecordDict, ArrayRecord, Array, MetricRecord, ConfigRecord) into side tables, because Flower deletes
+    both once the ServerApp has pulled them.  The replies are then inflated with Flower's own
+    ``inflate_object_from_contents``: these are the bytes that crossed the TLS connection, decoded.
+    """
+    replies = deployed["replies"]
+    cfg = from_run_config(tiny_run("/unused"))
+    backbone_keys = set(backbone_state(UMLModel({"x": 1}, 6, cfg.model)))
+    kinds: dict[str, int] = {}
+    for msg in replies:
+        assert not msg.has_error(), msg.error
+        kind = msg.metadata.message_type
+        kinds[kind] = kinds.get(kind, 0) + 1
+        content = msg.content
+        if kind == "train":
+            assert list(content.array_records) == ["arrays"]
+            keys = set(content["arrays"].keys())
+            assert keys == backbone_keys and all(k.startswith("backbone.") for k in keys)
+            assert not any("running_" in k or "num_batches_tracked" in k or "projection" in k for k in keys)
+            assert not content.config_records
+        elif kind == "query.describe":
+            assert not content.array_records and not content.metric_records
+            assert set(content.config_records["info"].keys()) == {"modality", "classes", "bands", "num-train"}
+        else:
+            assert kind == "query.calibrate" and not content.array_records and not content.config_records
+        for record in content.metric_records.values():
+            assert all(isinstance(v, (int, float)) for v in record.values())
+    assert kinds == {"query.describe": 2, "train": 4, "query.calibrate": 2}
+
+
+def test_a_supernode_with_an_unregistered_key_is_refused(deployed):
+    nodes, logs = deployed["nodes"], deployed["logs"]
+    assert {n["node-id"] for n in nodes} == deployed["registered"]  # the intruder never became a node
+    assert "SuperNode ID:" not in logs["intruder"]
+    assert "Failed to activate SuperNode" in logs["intruder"]
+    assert "No SuperNode found with the given public key" in logs["superlink"]
+    assert deployed["dep"].components["intruder"].proc.returncode not in (0, None)  # it gave up and exited
+    assert deployed["run"].returncode == 0  # and the registered institutions ran undisturbed
+
+
+def test_an_institution_killed_mid_run_does_not_stop_the_others(tmp_path):
+    """SIGKILL s2 (SuperNode and its ClientApp) after round 1 of 3; s1 goes on and is calibrated.
+
+    A killed SuperNode stays "online" for the SuperLink until 2 missed heartbeats (Flower's fixed 30 s
+    interval), so round 2 ends at ``round-timeout`` with s2 missing; later messages to s2 fail with
+    "Node Unavailable" or time out.  ``min-nodes=1`` lets the rounds go on with one institution.
+    """
+    out = tmp_path / "run"
+    killed = []
+    with LocalDeployment(tmp_path / "deploy") as dep:
+
+        def kill_after_round_1(line: str) -> None:
+            if "[ROUND 2/3]" in line and not killed:
+                dep.kill("s2")
+                killed.append(line)
+
+        run = dep.run(tiny_run(out, **{"total-epochs": 3, "min-nodes": 1, "round-timeout": 30.0}), timeout=300,
+                      on_line=kill_after_round_1)
+    assert not dep.alive()
+    assert killed and run.returncode == 0, run.output[-3000:]
+    rounds = read_rounds(out)
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert sorted(rounds[0]["replied"]) == ["s1", "s2"]
+    assert all(r["replied"] == ["s1"] for r in rounds[1:])  # s1's progress went on every round
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["modalities"]) == ["s1"]  # s1 calibrated and evaluated; s2 could not be
+    by_round = {f["round"]: f for f in results["failures"] if "s2" in f["missing"] or "s2" in f["failed"]}
+    assert {2, 3, "calibrate"} <= set(by_round)
+    assert all("s1" not in f["missing"] and "s1" not in f["failed"] for f in results["failures"])
+    named = [k for f in results["failures"] for k in [*f["failed"], *f["missing"]]]
+    assert set(named) == {"s2"}  # SuperLink-made "Node Unavailable" errors are attributed to s2, not node 1
+    assert (tmp_path / "deploy" / "nodes" / "s1" / "s1" / "calibrated.pt").is_file()
