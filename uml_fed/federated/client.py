@@ -347,7 +347,8 @@ class InstitutionClient:
                 "uncal-test-acc": r["uncal_test_acc"],
                 "final-val-acc": float(final_val),
                 "selected-round": int(self.meta["best-round"] if self.meta["best-round"] >= 0 else rnd),
-                "calibration-time-s": float(cal_time),
+                "calibration-time-s": float(r["calibration_s"]),
+                "calibrate-and-evaluate-time-s": float(cal_time),
             }
         )
 

@@ -423,6 +423,7 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: flo
             "fed_uncalibrated": {"val_acc": m["uncal-val-acc"], "test_acc": m["uncal-test-acc"]},
             "selected_round": int(m["selected-round"]),
             "calibration_s": m["calibration-time-s"],
+            "calibrate_and_evaluate_s": m["calibrate-and-evaluate-time-s"],
         }
     answered = {tracker.who(m) for m in replies}
     for who in sorted(set(names.values()) | set(expected)):
