@@ -127,8 +127,10 @@ def flwr_run(
     home = Path(flwr_home) if flwr_home else Path(tempfile.mkdtemp(prefix="uml-fed-flwr-"))
     home.mkdir(parents=True, exist_ok=True)
     http_port, control_port = free_port(), free_port()
+    bin_dir = str(Path(sys.executable).parent)  # flwr starts flower-superlink etc. by name
     full_env = {
         **os.environ,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         "FLWR_HOME": str(home),
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
         "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
@@ -139,7 +141,7 @@ def flwr_run(
         **(env or {}),
     }
     rc_file = write_run_config(home / "run_config.toml", run_config)
-    flwr = Path(sys.executable).parent / "flwr"
+    flwr = Path(bin_dir) / "flwr"
     cmd = [str(flwr) if flwr.exists() else "flwr", "run", str(app_dir), "--stream", "--run-config", str(rc_file)]
     if federation_config:
         cmd += ["--federation-config", " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())]
