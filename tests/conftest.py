@@ -49,3 +49,32 @@ def flower_task_identity():
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     yield
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def check_client_replies(replies, model_cfg) -> dict[str, int]:
+    """What leaves an institution: train replies hold exactly the backbone's parameter arrays and
+    scalar metrics (no projection, no BN statistics, no config); describe replies hold only the
+    institution's description; calibrate replies only metrics.  Returns the count per message type."""
+    from uml_fed.model import UMLModel, backbone_state
+
+    backbone_keys = set(backbone_state(UMLModel({"x": 1}, 6, model_cfg)))
+    kinds: dict[str, int] = {}
+    for msg in replies:
+        assert not msg.has_error(), msg.error
+        kind = msg.metadata.message_type
+        kinds[kind] = kinds.get(kind, 0) + 1
+        content = msg.content
+        if kind == "train":
+            assert list(content.array_records) == ["arrays"]
+            keys = set(content["arrays"].keys())
+            assert keys == backbone_keys and all(k.startswith("backbone.") for k in keys)
+            assert not any("running_" in k or "num_batches_tracked" in k or "projection" in k for k in keys)
+            assert not content.config_records
+        elif kind == "query.describe":
+            assert not content.array_records and not content.metric_records
+            assert set(content.config_records["info"].keys()) == {"modality", "classes", "bands", "num-train"}
+        else:
+            assert kind == "query.calibrate" and not content.array_records and not content.config_records
+        for record in content.metric_records.values():
+            assert all(isinstance(v, (int, float)) for v in record.values())
+    return kinds

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import tiny_overrides
+from conftest import check_client_replies, tiny_overrides
 
 from uml_fed.config import from_run_config
 from uml_fed.federated.deployment import LocalDeployment
 from uml_fed.federated.launch import _pids_with
-from uml_fed.model import UMLModel, backbone_state
 
 pytestmark = pytest.mark.slow
 
@@ -74,27 +73,7 @@ def test_what_leaves_an_institution_is_only_backbone_arrays_and_scalars(deployed
     ``inflate_object_from_contents``: these are the bytes that crossed the TLS connection, decoded.
     """
     replies = deployed["replies"]
-    cfg = from_run_config(tiny_run("/unused"))
-    backbone_keys = set(backbone_state(UMLModel({"x": 1}, 6, cfg.model)))
-    kinds: dict[str, int] = {}
-    for msg in replies:
-        assert not msg.has_error(), msg.error
-        kind = msg.metadata.message_type
-        kinds[kind] = kinds.get(kind, 0) + 1
-        content = msg.content
-        if kind == "train":
-            assert list(content.array_records) == ["arrays"]
-            keys = set(content["arrays"].keys())
-            assert keys == backbone_keys and all(k.startswith("backbone.") for k in keys)
-            assert not any("running_" in k or "num_batches_tracked" in k or "projection" in k for k in keys)
-            assert not content.config_records
-        elif kind == "query.describe":
-            assert not content.array_records and not content.metric_records
-            assert set(content.config_records["info"].keys()) == {"modality", "classes", "bands", "num-train"}
-        else:
-            assert kind == "query.calibrate" and not content.array_records and not content.config_records
-        for record in content.metric_records.values():
-            assert all(isinstance(v, (int, float)) for v in record.values())
+    kinds = check_client_replies(replies, from_run_config(tiny_run("/unused")).model)
     assert kinds == {"query.describe": 2, "train": 4, "query.calibrate": 2}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import tiny_overrides
+from conftest import check_client_replies, tiny_overrides
 from flwr.app import Context
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
@@ -14,7 +14,6 @@ import client_app as real_client
 from uml_fed.config import from_run_config
 from uml_fed.federated.runtime import server_config
 from uml_fed.federated.server import run_federated
-from uml_fed.model import UMLModel, backbone_state
 
 
 class RecordingGrid:
@@ -90,22 +89,7 @@ def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(s
     rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2] and all(sorted(r["replied"]) == ["s1", "s2"] for r in rounds)
 
-    cfg = from_run_config(run_config)
-    backbone_keys = set(backbone_state(UMLModel({"x": 1}, 6, cfg.model)))
-    kinds = {}
-    for msg in replies:
-        assert not msg.has_error(), msg.error
-        kind = msg.metadata.message_type
-        kinds[kind] = kinds.get(kind, 0) + 1
-        content = msg.content
-        if kind == "train":
-            assert list(content.array_records) == ["arrays"]
-            assert set(content["arrays"].keys()) == backbone_keys  # no projection, no BN statistics
-            assert not content.config_records
-        else:
-            assert not content.array_records  # describe / calibrate carry no arrays at all
-        for record in content.metric_records.values():
-            assert all(isinstance(v, (int, float)) for v in record.values())
+    kinds = check_client_replies(replies, from_run_config(run_config).model)
     assert kinds == {"query.describe": 2, "train": 4, "query.calibrate": 2}
 
 
