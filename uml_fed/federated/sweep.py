@@ -133,6 +133,7 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
         ax.axhline(100 * summary["references"][m]["centralized_uml"], color=color, ls="--",
                    label=f"{m}: centralized UML")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(Ls)
     ax.set_xticklabels([str(L) for L in Ls])
     ax.set_xlabel(f"local epochs L (R x L = {rows[0]['total_epochs'] if rows else '?'})")
