@@ -27,18 +27,11 @@ from .train import (
     make_optimizer,
     resolve_device,
     seed_everything,
+    seeded_generator,
     set_lr,
     step_lr,
     train_one_epoch,
 )
-
-
-def _generator(seed: int, *parts: str) -> torch.Generator:
-    import zlib
-
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + zlib.crc32("/".join(parts).encode())) % (2**63))
-    return g
 
 
 def fit(
@@ -55,7 +48,7 @@ def fit(
     streams = {}
     for m in model.modalities:
         x, y = split_tensors(by_name[m], "train")
-        streams[m] = BatchStream(x, y, t.batch_size, _generator(cfg.seed, phase, m, "batches"))
+        streams[m] = BatchStream(x, y, t.batch_size, seeded_generator(cfg.seed, phase, m, "batches"))
     val = {m: split_tensors(by_name[m], "val") for m in model.modalities}
     optimizer = make_optimizer(model, t.lr, t.weight_decay)
     best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
@@ -115,7 +108,7 @@ def run_centralized(cfg: Config, institutions: list[Institution] | None = None, 
     results["uml_train_s"] = time.perf_counter() - start
     for inst in institutions:
         r = calibrate_and_evaluate(
-            selected[inst.name], inst, cfg, device, _generator(cfg.seed, "calibrate", inst.name),
+            selected[inst.name], inst, cfg, device, seeded_generator(cfg.seed, "calibrate", inst.name),
             checkpoint=run.checkpoint_path(f"uml_{inst.name}"),
         )
         results["modalities"][inst.name] = {
@@ -140,7 +133,7 @@ def run_unimodal_baselines(
         model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), cfg.model).to(device)
         selected = fit(model, [inst], cfg, device, run, phase=f"unimodal/{inst.name}")[inst.name]
         r = calibrate_and_evaluate(
-            selected, inst, cfg, device, _generator(cfg.seed, "calibrate-unimodal", inst.name),
+            selected, inst, cfg, device, seeded_generator(cfg.seed, "calibrate-unimodal", inst.name),
             checkpoint=run.checkpoint_path(f"unimodal_{inst.name}"), model_cfg=model.cfg,
         )
         entry = results["modalities"].setdefault(inst.name, {})

@@ -10,6 +10,7 @@ modality is seen once per epoch while smaller modalities cycle (reshuffled on ev
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -30,6 +31,17 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but CUDA is not available on this machine; use 'auto' or 'cpu'")
     return dev
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A stable seed for one stream (e.g. one modality's batch order) derived from the run seed."""
+    return (seed * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % (2**63)
+
+
+def seeded_generator(seed: int, *parts: object) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(derived_seed(seed, *parts))
+    return g
 
 
 def seed_everything(seed: int) -> torch.Generator:

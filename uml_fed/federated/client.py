@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,9 +33,11 @@ from ..model import UMLModel, backbone_state, load_backbone_state, projection_st
 from ..train import (
     BatchStream,
     Proximal,
+    derived_seed,
     evaluate,
     make_optimizer,
     resolve_device,
+    seeded_generator,
     set_lr,
     step_lr,
     train_one_epoch,
@@ -57,10 +58,6 @@ class Identity:
     modality: str
     output_dir: Path
     data_path: str | None = None
-
-
-def _seed_for(seed: int, *parts: object) -> int:
-    return (seed * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % (2**63)
 
 
 @lru_cache(maxsize=8)
@@ -165,7 +162,7 @@ class InstitutionClient:
         self.cfg, self.ident, self.state = cfg, ident, state
         self.device = device or resolve_device(cfg.train.device)
         self.inst = load_own_institution(cfg, ident)
-        torch.manual_seed(_seed_for(cfg.seed, "init", ident.modality))
+        torch.manual_seed(derived_seed(cfg.seed, "init", ident.modality))
         self.model = UMLModel({self.inst.name: self.inst.in_channels}, len(self.inst.classes), cfg.model)
         self.model.to(self.device)
         self._optimizer_state: dict[str, torch.Tensor] | None = None
@@ -287,8 +284,7 @@ class InstitutionClient:
         if self.cfg.fed.keep_optimizer_state and self._optimizer_state is not None:
             optimizer_from_record(optimizer, ArrayRecord(OrderedDict(self._optimizer_state)))
         x, y = split_tensors(self.inst, "train")
-        g = torch.Generator()
-        g.manual_seed(_seed_for(self.cfg.seed, "batches", self.modality, rnd))
+        g = seeded_generator(self.cfg.seed, "batches", self.modality, rnd)
         streams = {self.modality: BatchStream(x, y, t.batch_size, g)}
         proximal = None
         if mu > 0:
@@ -328,8 +324,7 @@ class InstitutionClient:
         mm = self.model.modality_model(self.modality)
         if STATE_SELECTED in self.state:
             mm.load_state_dict(_tensor_dict(self.state[STATE_SELECTED]))
-        g = torch.Generator()
-        g.manual_seed(_seed_for(self.cfg.seed, "calibrate", self.modality))
+        g = seeded_generator(self.cfg.seed, "calibrate", self.modality)
         tic = time.perf_counter()
         r = calibrate_and_evaluate(
             mm, self.inst, self.cfg, self.device, g,
