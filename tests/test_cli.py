@@ -25,7 +25,8 @@ def test_centralized_command_writes_run_directory_and_predict_uses_its_checkpoin
     out = _run(["centralized", *tiny_overrides(), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert "UML (BN cal.)" in out and "Unimodal" in out and f"run directory: {tmp_path / 'run'}" in out
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert set(results["modalities"]["s1"]) >= {"uml_calibrated", "uml_uncalibrated", "unimodal"}
+    assert set(results["modalities"]["s1"]) == {"uml", "unimodal"}
+    assert set(results["modalities"]["s1"]["uml"]) >= {"calibrated", "test_batch_stats", "test_acc"}
 
     from uml_fed.config import load_config
     from uml_fed.data import load_institutions
@@ -50,7 +51,7 @@ def test_unimodal_command_and_hydra_multirun(tmp_path):
     a = json.loads((tmp_path / "multi" / "0" / "results.json").read_text())
     b = json.loads((tmp_path / "multi" / "1" / "results.json").read_text())
     assert a["seed"] == 0 and b["seed"] == 1 and "unimodal" in a["modalities"]["s2"]
-    assert "uml_calibrated" not in a["modalities"]["s2"]
+    assert "uml" not in a["modalities"]["s2"]
 
 
 def test_bad_override_fails_loudly(tmp_path):
@@ -65,11 +66,12 @@ def test_bad_override_fails_loudly(tmp_path):
 def test_sweep_command_writes_table_and_plot(tmp_path):
     out = _run(["sweep", *tiny_overrides("train.epochs=2", "train.select_after=0", "fed.sweep_local_epochs=[1,2]"),
                 f"hydra.run.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
-    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert [(r["L"], r["R"]) for r in summary["federated"]] == [(1, 2), (2, 1)]
-    assert set(summary["references"]) == {"s1", "s2"}
-    assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 10_000
-    assert "| centralized UML |" in (tmp_path / "sweep" / "sweep.md").read_text() and "| unimodal |" in out
+    report = json.loads((tmp_path / "sweep" / "fig4" / "cpu" / "report.json").read_text())
+    assert report["seeds"] == [0] and {a["x"] for a in report["arms"].values() if a["series"] == "fed"} == {1, 2}
+    assert set(report["arms"]["fed@1"]["test_acc"]["0"]) == {"s1", "s2", "mean"}
+    assert (tmp_path / "sweep" / "fig4" / "cpu" / "figure.png").stat().st_size > 10_000
+    md = (tmp_path / "sweep" / "fig4" / "cpu" / "report.md").read_text()
+    assert "| UML (centralized, BN cal.) |" in md and "| Unimodal |" in md and "report:" in out
 
 
 def test_sweep_refuses_local_epochs_that_do_not_divide_the_budget():

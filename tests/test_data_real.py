@@ -17,7 +17,7 @@ from uml_fed.data.bigearthnet import S2_BANDS, S2_NATIVE
 from uml_fed.data.eurosat import MS_BANDS
 from uml_fed.data.prepare import prepare_data
 from uml_fed.data.real import build_real, load_real, real_institution_names, scene_ids
-from uml_fed.data.subsets import PRESETS, allocate
+from uml_fed.data.subsets import allocate
 
 SMALL = dict(train_per_class=2, val_per_class=1, test_per_class=1)
 BEN3 = ["Arable land", "Coniferous forest", "Marine waters"]
@@ -255,15 +255,22 @@ def test_allocate_drop_keeps_other_classes():
 
     scenes = [Scene(f"a{i}", "A", {"x": "", "y": ""}) for i in range(10)] + [Scene("b0", "B", {"x": "", "y": ""})]
     with pytest.warns(UserWarning, match="class 'B' has 1"):
-        plan = allocate(scenes, ["A", "B"], [("x", "x"), ("y", "y")], (2, 1, 1), short_class="drop")
+        plan = allocate(scenes, ["A", "B"], [("x", "x"), ("y", "y")], {"x": (2, 1, 1), "y": (2, 1, 1)}, short_class="drop")
     assert plan.classes == ["A"] and not set(plan.pools["x"]["A"]) & set(plan.pools["y"]["A"])
 
 
-def test_presets_per_class():
-    assert PRESETS["bigearthnet_mm"].per_class() == (300, 67, 117)
-    assert PRESETS["bigearthnet_mm"].per_class(lowdata=True) == (100, 67, 117)
-    assert PRESETS["sen12ms_summer"].per_class() == (43, 57, 57)
-    assert PRESETS["eurosat_s1_rgb"].per_class() == (100, 40, 40)
+# Table 6 of the paper, every number PER CLASS: (train, val, test), low-data train = 100
+TABLE6 = {"bigearthnet": (1800, 400, 700), "sen12ms": (300, 400, 400), "eurosat_s1_rgb": (1000, 400, 400)}
+
+
+@pytest.mark.parametrize("dataset", sorted(TABLE6))
+@pytest.mark.parametrize("shape", ["bimodal", "finegrained"])
+def test_presets_follow_table6_per_class(dataset, shape):
+    full = load_config([f"experiment={dataset}_{shape}_full", "data.root=/nowhere"]).data
+    low = load_config([f"experiment={dataset}_{shape}_lowdata", "data.root=/nowhere"]).data
+    assert (full.train_per_class, full.val_per_class, full.test_per_class) == TABLE6[dataset]
+    assert (low.train_per_class, low.val_per_class, low.test_per_class) == (100, *TABLE6[dataset][1:])
+    assert low.train_per_class < full.train_per_class  # low-data is always below full
 
 
 # ------------------------------------------------------------------------------------------ normalisation

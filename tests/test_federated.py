@@ -13,7 +13,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 
 import client_app
 from uml_fed.config import from_run_config
-from uml_fed.federated.client import STATE_PROJECTION
+from uml_fed.federated.client import STATE_PRIVATE
 from uml_fed.federated.server import RoundTracker, build_strategy, initial_backbone
 from uml_fed.model import UMLModel, backbone_state
 
@@ -52,15 +52,15 @@ def test_train_handler_replies_with_backbone_only_and_keeps_projection_private(t
     assert metrics["num-examples"] == 6 * 24 and metrics["uniform-weight"] == 1
     assert all(isinstance(v, (int, float)) for v in metrics.values())
     # private state: in context.state and on the node's disk, never in the reply
-    assert STATE_PROJECTION in ctx.state
-    proj_keys = set(ctx.state[STATE_PROJECTION].keys())
+    assert STATE_PRIVATE in ctx.state
+    proj_keys = set(ctx.state[STATE_PRIVATE].keys())
     assert proj_keys and not any(k.startswith("backbone.") for k in proj_keys)
     saved = torch.load(tmp_path / "clients" / "s1" / "projection.pt", weights_only=False)
-    assert saved["round"] == 1 and set(saved["projection"]) == proj_keys
+    assert saved["round"] == 1 and {f"projection.{k}" for k in saved["projection"]} == proj_keys
     # the second round restores the same projection from context.state
-    before = {k: v.numpy().copy() for k, v in ctx.state[STATE_PROJECTION].items()}
+    before = {k: v.numpy().copy() for k, v in ctx.state[STATE_PRIVATE].items()}
     client_app.train(_msg("train", _train_content(cfg, 2, content["arrays"]), 100), ctx)
-    after = {k: v.numpy() for k, v in ctx.state[STATE_PROJECTION].items()}
+    after = {k: v.numpy() for k, v in ctx.state[STATE_PRIVATE].items()}
     assert any(not np.array_equal(before[k], after[k]) for k in before)  # it kept training the same f_k
 
 
@@ -88,8 +88,9 @@ def test_calibrate_handler_evaluates_saves_and_replies_metrics_only(tmp_path):
     reply = client_app.calibrate(_msg("query.calibrate", content, 101), ctx)
     assert not reply.content.array_records and list(reply.content.metric_records) == ["metrics"]
     m = dict(reply.content["metrics"])
-    for key in ("cal-test-acc", "uncal-test-acc", "cal-val-acc", "uncal-val-acc"):
+    for key in ("cal-test-acc", "as-trained-test-acc", "cal-val-acc", "as-trained-val-acc"):
         assert 0.0 <= m[key] <= 1.0
+    assert m["tracked-bn"] == 0
     from uml_fed.results import load_checkpoint
 
     model, meta = load_checkpoint(tmp_path / "clients" / "s2" / "calibrated.pt")
@@ -190,3 +191,42 @@ def test_restarted_node_restores_its_private_state_from_disk(tmp_path):
         np.testing.assert_array_equal(kept.content["arrays"][k].numpy(), restarted.content["arrays"][k].numpy())
     files = sorted(p.name for p in (tmp_path / "y" / "clients" / "s1" / "private_state").iterdir())
     assert files == ["round_1.pt", "round_2.pt"]
+
+
+def test_tracked_bn_backbone_statistics_stay_local_and_are_used(tmp_path):
+    """Ordinary BN (the ablation): each institution keeps the backbone's running statistics in its
+    private state across rounds (a fresh client per message must not fall back to 0/1), they never
+    go on the wire, and the final model is evaluated with them."""
+    from uml_fed.evaluation import split_tensors
+    from uml_fed.federated.client import InstitutionClient, config_from_run_config, resolve_identity
+    from uml_fed.train import evaluate
+
+    run = {**TINY_RUN, "overrides": TINY_RUN["overrides"] + " model.track_running_stats=true"}
+    cfg = from_run_config({**run, "output-dir": str(tmp_path)})
+    ctx = _context(0, tmp_path, **run)
+    r1 = client_app.train(_msg("train", _train_content(cfg, 1), 100), ctx)
+    assert set(r1.content["arrays"].keys()) == _backbone_keys(cfg)  # parameters only on the wire
+    private = ctx.state[STATE_PRIVATE]
+    stats = {k: v.numpy().copy() for k, v in private.items() if k.startswith("backbone.") and "running_mean" in k}
+    assert stats and all(np.abs(v).sum() > 0 for v in stats.values())  # trained statistics, not the initial zeros
+    r2 = client_app.train(_msg("train", _train_content(cfg, 2, r1.content["arrays"]), 100), ctx)
+    assert set(r2.content["arrays"].keys()) == _backbone_keys(cfg)
+    # a client rebuilt from the node's state holds exactly those statistics, and they make the model work
+    client = InstitutionClient(config_from_run_config(ctx.run_config),
+                               resolve_identity(cfg, ctx.node_config, ctx.run_config), ctx.state)
+    client._restore(2)
+    bn = dict(client.model.backbone.named_buffers())
+    for k, v in ctx.state[STATE_PRIVATE].items():
+        if k.startswith("backbone."):
+            np.testing.assert_array_equal(bn[k[len("backbone."):]].numpy(), v.numpy())
+    content = RecordDict({"arrays": r2.content["arrays"], "config": ConfigRecord({"server-round": 2, "local-epochs": 2})})
+    m = dict(client_app.calibrate(_msg("query.calibrate", content, 100), ctx).content["metrics"])
+    assert m["tracked-bn"] == 1
+    from uml_fed.results import load_checkpoint
+
+    model, meta = load_checkpoint(tmp_path / "clients" / "s1" / "calibrated.pt")  # the reported model
+    assert not meta["calibrated"]
+    running = [b for n, b in model.backbone.named_buffers() if n.endswith("running_var")]
+    assert running and all(not torch.allclose(v, torch.ones_like(v)) for v in running)
+    x, y = split_tensors(client.inst, "test")
+    assert evaluate(model, x, y, torch.device("cpu"))["acc"] == pytest.approx(m["as-trained-test-acc"])

@@ -1,10 +1,16 @@
-"""Centralized UML (Algorithm 1) and the unimodal baseline, on the one training loop.
+"""Centralized runs on the one training loop: UML (Algorithm 1), the unimodal baseline and the
+paired-data reference (early fusion).
 
 Model selection: after every epoch each modality is evaluated on its validation split; among epochs
 with index >= ``train.select_after`` (0-based, so 190 = "after 190 epochs" as in Table 7) each
 modality keeps the weights (its projection + the backbone) of its best validation accuracy.  When the
 run is shorter than ``select_after`` the final weights are used.  Then each modality's selected model
-is BN-calibrated on its own training data (Algorithm 2) and tested.
+is BN-calibrated on its own training data (Algorithm 2) and evaluated (:mod:`uml_fed.evaluation`).
+
+Every run writes its directory (``cfg.output_dir``): ``config.yaml``, ``metrics.jsonl``,
+``results.json`` and the reported per-institution checkpoints.  In ``results.json`` each institution
+has one entry per arm (``uml``, ``unimodal``, ``paired``) holding every evaluation, which one is
+reported, and the reported ``val_acc``/``test_acc``.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ import copy
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .config import Config
-from .data import Institution, load_institutions
+from .data import Institution, Split, canonical_order, load_institutions
 from .evaluation import calibrate_and_evaluate, split_tensors
 from .model import ModalityModel, UMLModel, build_unimodal
 from .results import RunDir, summary_table
@@ -41,14 +48,17 @@ def fit(
     device: torch.device,
     run: RunDir | None,
     phase: str,
-) -> dict[str, ModalityModel]:
-    """Train ``model`` on all its modalities with Algorithm 1; return each modality's selected model."""
+) -> tuple[dict[str, ModalityModel], dict[str, int]]:
+    """Train ``model`` on all its modalities with Algorithm 1.
+
+    Returns each modality's selected model and the epoch it was selected at.
+    """
     t = cfg.train
     by_name = {inst.name: inst for inst in institutions}
     streams = {}
     for m in model.modalities:
         x, y = split_tensors(by_name[m], "train")
-        streams[m] = BatchStream(x, y, t.batch_size, seeded_generator(cfg.seed, phase, m, "batches"))
+        streams[m] = BatchStream(x, y, t.batch_size, seeded_generator(cfg.seed, phase, m, "batches"), device)
     val = {m: split_tensors(by_name[m], "val") for m in model.modalities}
     optimizer = make_optimizer(model, t.lr, t.weight_decay)
     best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
@@ -57,7 +67,7 @@ def fit(
         lr = step_lr(t.lr, epoch, t.lr_step, t.lr_gamma)
         set_lr(optimizer, lr)
         tic = time.perf_counter()
-        metrics = train_one_epoch(model, streams, optimizer, device, where=f"({phase}, epoch {epoch})")
+        metrics = train_one_epoch(model, streams, optimizer, where=f"({phase}, epoch {epoch})")
         train_s = time.perf_counter() - tic
         row: dict[str, Any] = {"phase": phase, "epoch": epoch, "lr": lr, "train_s": train_s, **metrics}
         for m in model.modalities:
@@ -68,92 +78,145 @@ def fit(
         if run is not None:
             run.log(row)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{m: f"{row[f'val_acc/{m}']:.2f}" for m in model.modalities})
-    selected = {}
+    selected, epochs = {}, {}
     for m in model.modalities:
         mm = copy.deepcopy(model.modality_model(m))
         if m in best:
             mm.load_state_dict(best[m][2])
-        selected[m] = mm
+        selected[m], epochs[m] = mm, best[m][1] if m in best else t.epochs - 1
         if run is not None:
-            run.log({"phase": phase, "selected": m, "epoch": best[m][1] if m in best else t.epochs - 1,
-                     "val_acc": best[m][0] if m in best else None})
-    return selected
+            run.log({"phase": phase, "selected": m, "epoch": epochs[m], "val_acc": best[m][0] if m in best else None})
+    return selected, epochs
 
 
-def _prepare(
-    cfg: Config, institutions: list[Institution] | None
-) -> tuple[torch.device, RunDir, list[Institution]]:
+def _prepare(cfg: Config, institutions: list[Institution] | None) -> tuple[torch.device, RunDir, list[Institution]]:
     """Threads, device, run directory (with the resolved config) and the institutions' data."""
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     run = RunDir(cfg.output_dir)
     run.write_config(cfg)
-    return device, run, institutions if institutions is not None else load_institutions(cfg)
+    if institutions is None:
+        institutions = load_institutions(cfg)
+    return device, run, [canonical_order(inst, cfg.seed) for inst in institutions]
 
 
-def run_centralized(cfg: Config, institutions: list[Institution] | None = None, unimodal: bool | None = None) -> dict:
-    """Algorithm 1 + Algorithm 2 over all institutions, plus (optionally) the unimodal baselines.
-
-    Writes the run directory ``cfg.output_dir`` and returns the results dictionary.
-    """
-    start = time.perf_counter()
-    device, run, institutions = _prepare(cfg, institutions)
-    classes = institutions[0].classes
-    results: dict[str, Any] = {"mode": "centralized", "seed": cfg.seed, "classes": classes, "modalities": {}}
-
-    seed_everything(cfg.seed)
-    model = UMLModel({i.name: i.in_channels for i in institutions}, len(classes), cfg.model).to(device)
-    selected = fit(model, institutions, cfg, device, run, phase="uml")
-    results["uml_train_s"] = time.perf_counter() - start
+def _train_and_evaluate(
+    arm: str, model: UMLModel, institutions: list[Institution], cfg: Config, device: torch.device, run: RunDir,
+    results: dict[str, Any],
+) -> None:
+    """Fit ``model``, then calibrate + evaluate every selected modality model into ``results``."""
+    phase = arm if len(model.modalities) > 1 else f"{arm}/{model.modalities[0]}"
+    selected, epochs = fit(model, institutions, cfg, device, run, phase)
     for inst in institutions:
         r = calibrate_and_evaluate(
-            selected[inst.name], inst, cfg, device, seeded_generator(cfg.seed, "calibrate", inst.name),
-            checkpoint=run.checkpoint_path(f"uml_{inst.name}"),
+            selected[inst.name], inst, cfg, device, seeded_generator(cfg.seed, "calibrate", arm, inst.name),
+            checkpoint=run.checkpoint_path(f"{arm}_{inst.name}"), model_cfg=model.cfg,
         )
-        results["modalities"][inst.name] = {
-            "uml_calibrated": {"val_acc": r["cal_val_acc"], "test_acc": r["cal_test_acc"]},
-            "uml_uncalibrated": {"val_acc": r["uncal_val_acc"], "test_acc": r["uncal_test_acc"]},
-        }
-    if unimodal if unimodal is not None else cfg.train.run_unimodal:
-        results.update(run_unimodal_baselines(cfg, institutions, device, run, results))
+        results.setdefault("calibration_s", {})[f"{arm}/{inst.name}"] = r.pop("calibration_s")
+        results["modalities"].setdefault(inst.name, {})[arm] = {**r, "selected_epoch": epochs[inst.name]}
+
+
+def _new_results(cfg: Config, mode: str, institutions: list[Institution]) -> dict[str, Any]:
+    return {"mode": mode, "seed": cfg.seed, "classes": institutions[0].classes, "modalities": {}}
+
+
+def _finish(results: dict[str, Any], run: RunDir, start: float) -> dict[str, Any]:
     results["wall_time_s"] = time.perf_counter() - start
     run.write_results(results)
     return results
 
 
-def run_unimodal_baselines(
-    cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict | None = None
-) -> dict:
-    """One ResNet-18 per modality, all blocks private, same schedule, calibration and selection."""
-    results = results if results is not None else {"mode": "unimodal", "seed": cfg.seed, "modalities": {}}
+def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict) -> None:
+    """Algorithm 1 over all institutions, then Algorithm 2 per institution."""
     tic = time.perf_counter()
+    seed_everything(cfg.seed)
+    model = UMLModel({i.name: i.in_channels for i in institutions}, len(institutions[0].classes), cfg.model)
+    _train_and_evaluate("uml", model.to(device), institutions, cfg, device, run, results)
+    results["uml_s"] = time.perf_counter() - tic
+
+
+def unimodal_arm(cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict,
+                 arm: str = "unimodal") -> None:
+    """One ResNet-18 per institution, all blocks private, same schedule and selection.
+
+    ``train.unimodal_bn``: ``ordinary`` (Table 7: running statistics, no calibration) or ``calibrated``
+    (static BN + Algorithm 2, like UML).
+    """
+    tic = time.perf_counter()
+    model_cfg = copy.copy(cfg.model)
+    model_cfg.track_running_stats = cfg.train.unimodal_bn == "ordinary"
     for inst in institutions:
         seed_everything(cfg.seed)
-        model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), cfg.model).to(device)
-        selected = fit(model, [inst], cfg, device, run, phase=f"unimodal/{inst.name}")[inst.name]
-        r = calibrate_and_evaluate(
-            selected, inst, cfg, device, seeded_generator(cfg.seed, "calibrate-unimodal", inst.name),
-            checkpoint=run.checkpoint_path(f"unimodal_{inst.name}"), model_cfg=model.cfg,
-        )
-        entry = results["modalities"].setdefault(inst.name, {})
-        entry["unimodal"] = {"val_acc": r["cal_val_acc"], "test_acc": r["cal_test_acc"]}
-        entry["unimodal_uncalibrated"] = {"val_acc": r["uncal_val_acc"], "test_acc": r["uncal_test_acc"]}
-    results["unimodal_s"] = time.perf_counter() - tic
-    return results
+        model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), model_cfg).to(device)
+        _train_and_evaluate(arm, model, [inst], cfg, device, run, results)
+    results[f"{arm}_s"] = time.perf_counter() - tic
 
 
-def print_summary(results: dict, run_dir: str) -> None:
-    print(summary_table(results))
-    print(f"run directory: {run_dir}")
+def run_centralized(cfg: Config, institutions: list[Institution] | None = None, unimodal: bool | None = None) -> dict:
+    """UML (Algorithm 1 + 2) over all institutions, plus (optionally) the unimodal baselines."""
+    start = time.perf_counter()
+    device, run, institutions = _prepare(cfg, institutions)
+    results = _new_results(cfg, "centralized", institutions)
+    uml_arm(cfg, institutions, device, run, results)
+    if unimodal if unimodal is not None else cfg.train.run_unimodal:
+        unimodal_arm(cfg, institutions, device, run, results)
+    return _finish(results, run, start)
 
 
 def run_unimodal(cfg: Config, institutions: list[Institution] | None = None) -> dict:
     """The unimodal baselines alone (``uml-fed unimodal``)."""
     start = time.perf_counter()
     device, run, institutions = _prepare(cfg, institutions)
-    results = run_unimodal_baselines(cfg, institutions, device, run)
-    results["classes"] = institutions[0].classes
-    results["wall_time_s"] = time.perf_counter() - start
-    run.write_results(results)
-    return results
+    results = _new_results(cfg, "unimodal", institutions)
+    unimodal_arm(cfg, institutions, device, run, results)
+    return _finish(results, run, start)
+
+
+def fuse(institutions: list[Institution]) -> Institution:
+    """Early fusion of paired institutions: one input with every band of every institution.
+
+    The institutions must hold the same scenes in the same order (``data.paired=true``).
+    """
+    first = institutions[0]
+    splits = {}
+    for name, s in first.splits.items():
+        for inst in institutions[1:]:
+            if inst.split(name).ids != s.ids:
+                raise ValueError(
+                    f"fusion needs paired institutions: {first.name!r} and {inst.name!r} hold different "
+                    f"{name} scenes; load them with data.paired=true"
+                )
+        images = np.concatenate([inst.split(name).images for inst in institutions], axis=1)
+        splits[name] = Split(images, s.labels, list(s.ids))
+    mean = std = None
+    if all(i.mean is not None and i.std is not None for i in institutions):
+        mean = np.concatenate([i.mean for i in institutions])
+        std = np.concatenate([i.std for i in institutions])
+    return Institution(
+        name="+".join(i.name for i in institutions),
+        bands=[f"{i.name}:{b}" for i in institutions for b in i.bands],
+        classes=first.classes,
+        splits=splits,
+        mean=mean,
+        std=std,
+        source=first.source,
+    )
+
+
+def run_paired(cfg: Config) -> dict:
+    """The paired-data reference (Table 3, gray row): paired scenes, all bands of every sensor in one
+    ResNet-18 (early fusion, multimodal inference), unimodal schedule, selection and BN choice."""
+    start = time.perf_counter()
+    paired = copy.deepcopy(cfg)
+    paired.data.paired = True
+    device, run, institutions = _prepare(paired, None)
+    fused = fuse(institutions)
+    results = _new_results(paired, "paired", [fused])
+    unimodal_arm(paired, [fused], device, run, results, arm="paired")
+    return _finish(results, run, start)
+
+
+def print_summary(results: dict, run_dir: str) -> None:
+    print(summary_table(results))
+    print(f"run directory: {run_dir}")

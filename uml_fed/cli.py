@@ -3,6 +3,7 @@
     uml-fed centralized [hydra overrides]      Algorithm 1 + BN calibration (+ unimodal baselines)
     uml-fed unimodal [hydra overrides]         the unimodal baselines only
     uml-fed sweep [hydra overrides]            federated R x L schedules + references, table and plot
+    uml-fed experiment NAME [overrides]        a paper table/figure over seeds (--list: the experiments)
     uml-fed prepare-data [hydra overrides]     decode a real archive once into the per-institution cache
     uml-fed predict CHECKPOINT IMAGE...        unimodal inference with a saved calibrated checkpoint
 
@@ -60,6 +61,16 @@ def _prepare_data(cfg) -> None:  # type: ignore[no-untyped-def]
     prepare_data(cfg)
 
 
+def _experiment(argv: list[str]) -> None:
+    from .experiments import EXPERIMENTS, run_experiment
+
+    if not argv or argv[0] in ("-h", "--help", "--list"):
+        for e in EXPERIMENTS.values():
+            print(f"{e.name:<18} {e.paper:<10} {e.question}")
+        return
+    run_experiment(argv[0], argv[1:])
+
+
 COMMANDS: dict[str, Callable[[object], None]] = {
     "centralized": _centralized,
     "unimodal": _unimodal,
@@ -74,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
+    if cmd == "experiment":
+        _experiment(rest)
+        return
     if cmd == "predict":
         from .predict import main as predict_main
 

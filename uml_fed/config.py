@@ -23,6 +23,9 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key, the value and the remedy."""
 
 
+SPLIT_SIZE_KEYS = ("train_per_class", "val_per_class", "test_per_class")
+
+
 @dataclass
 class DataConfig:
     source: str = "synthetic"  # synthetic | bigearthnet_v1 | bigearthnet_v2 | sen12ms | eurosat | folder
@@ -35,6 +38,7 @@ class DataConfig:
     train_per_class: int = 100  # training samples per class and institution (paper low-data: 100)
     val_per_class: int = 30  # validation samples per class and institution
     test_per_class: int = 50  # test samples per class and institution
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # per institution: +data.sizes.s1.train_per_class=20 (unset = the above)
     patch_size: int = 32  # synthetic patch side in pixels (BigEarthNet 120, SEN12MS 256, EuroSAT 64)
     paired: bool = False  # real archives: give all institutions the SAME scenes (paired reference only)
     normalization: str = "train"  # train = per-band stats of the institution's own train split | published
@@ -46,6 +50,11 @@ class DataConfig:
     snr_scale: float = 1.0  # synthetic: multiplies the optical sensor noise (1 = nominal Sentinel-2 noise)
     enl: float = 4.4  # synthetic: equivalent number of looks of the SAR speckle (Sentinel-1 IW GRD ~4.4)
     mixing: float = 0.35  # synthetic: mean fraction of a scene covered by non-dominant land covers (0..0.6)
+
+    def split_sizes(self, institution: str) -> tuple[int, int, int]:
+        """(train, val, test) samples per class for one institution: ``sizes.<institution>`` or the defaults."""
+        own = self.sizes.get(institution, {})
+        return tuple(int(own.get(k, getattr(self, k))) for k in SPLIT_SIZE_KEYS)  # type: ignore[return-value]
 
 
 @dataclass
@@ -71,6 +80,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     run_unimodal: bool = True  # centralized command: also train the unimodal baselines for comparison
+    unimodal_bn: str = "ordinary"  # unimodal baseline + paired reference: ordinary = running stats, no calibration (Table 7) | calibrated = static BN + Alg. 2
     progress: bool = True  # show progress bars
 
 
@@ -93,11 +103,20 @@ class FedConfig:
 
 
 @dataclass
+class RunnerConfig:
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # `uml-fed experiment`: seeds of every arm
+    root: str = "outputs/experiments"  # runs (runs/) and reports (<experiment>/<variant>/); relative = to the cwd
+    scale: str = "cpu"  # cpu = embedded synthetic data, CPU-sized model/schedule | paper = a real archive, Table 7 (GPU)
+    dataset: str = "bigearthnet"  # paper scale: bigearthnet | sen12ms | eurosat_s1_rgb (configs/experiment presets)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fed: FedConfig = field(default_factory=FedConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
     seed: int = 0  # fixes data generation/subsets, initialisation and batch order
     name: str = "default"  # experiment name, used in run directory names
     output_dir: str = MISSING  # run directory; set by the CLI (Hydra's) or the ServerApp
@@ -158,19 +177,33 @@ def validate(cfg: Config) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "bn_cal_batch_size", "lr_step"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
+    if t.unimodal_bn not in ("ordinary", "calibrated"):
+        raise ConfigError(f"train.unimodal_bn={t.unimodal_bn!r} must be 'ordinary' or 'calibrated'")
     if t.bn_cal_epochs < 0:
         raise ConfigError(f"train.bn_cal_epochs={t.bn_cal_epochs} must be >= 0")
     if f.local_epochs < 1:
         raise ConfigError(f"fed.local_epochs={f.local_epochs} must be >= 1")
     if f.weighting not in ("uniform", "num_examples"):
         raise ConfigError(f"fed.weighting={f.weighting!r} must be 'uniform' or 'num_examples'")
+    if cfg.runner.scale not in ("cpu", "paper"):
+        raise ConfigError(f"runner.scale={cfg.runner.scale!r} must be 'cpu' or 'paper'")
+    if cfg.runner.dataset not in ("bigearthnet", "sen12ms", "eurosat_s1_rgb"):
+        raise ConfigError(f"runner.dataset={cfg.runner.dataset!r} must be bigearthnet, sen12ms or eurosat_s1_rgb")
+    if not cfg.runner.seeds:
+        raise ConfigError("runner.seeds is empty: give at least one seed, e.g. runner.seeds=[0,1,2]")
     if not d.modalities:
         raise ConfigError("data.modalities is empty: list at least one institution's sensor")
     if len(set(d.modalities)) != len(d.modalities):
         raise ConfigError(f"data.modalities={list(d.modalities)} lists a modality twice")
-    for key in ("train_per_class", "val_per_class", "test_per_class"):
+    for key in SPLIT_SIZE_KEYS:
         if getattr(d, key) < 1:
             raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 1")
+    for name, own in d.sizes.items():
+        for key, value in own.items():
+            if key not in SPLIT_SIZE_KEYS:
+                raise ConfigError(f"data.sizes.{name}.{key} is not a size; use {', '.join(SPLIT_SIZE_KEYS)}")
+            if value < 1:
+                raise ConfigError(f"data.sizes.{name}.{key}={value} must be >= 1")
 
 
 def num_rounds(cfg: Config) -> int:

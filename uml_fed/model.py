@@ -180,6 +180,23 @@ def load_backbone_state(model: UMLModel | ModalityModel | Backbone, state: dict[
             p.copy_(src)
 
 
+def private_state(model: UMLModel, modality: str) -> "OrderedDict[str, torch.Tensor]":
+    """Everything of h_k that never leaves the institution: its projection (parameters and BN
+    buffers) and, with ordinary BN, the backbone's running statistics -- the modality model's
+    state minus :func:`backbone_state`."""
+    shared = backbone_state(model)
+    state = model.modality_model(modality).state_dict()
+    return OrderedDict((k, v.detach()) for k, v in state.items() if k not in shared)
+
+
+def load_private_state(model: UMLModel, modality: str, state: dict[str, torch.Tensor]) -> None:
+    """Restore :func:`private_state` (the backbone's parameters are left as they are)."""
+    missing, unexpected = model.modality_model(modality).load_state_dict(state, strict=False)
+    missing = sorted(set(missing) - set(backbone_state(model)))
+    if missing or unexpected:
+        raise ValueError(f"private state of {modality!r}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+
+
 def projection_state(model: UMLModel | ModalityModel, modality: str | None = None) -> "OrderedDict[str, torch.Tensor]":
     """A modality's private state (parameters and any BN buffers) -- never sent anywhere."""
     proj = model.projection if isinstance(model, ModalityModel) else model.projection(modality)

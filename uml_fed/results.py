@@ -57,10 +57,6 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def save_checkpoint(
     path: str | Path,
     model: ModalityModel,
@@ -110,27 +106,45 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Modali
     return model.eval(), payload
 
 
+ARMS = {
+    "uml": "UML",
+    "fed": "Federated UML",
+    "unimodal": "Unimodal",
+    "paired": "Paired fusion",
+}
+EVALUATION_NAMES = {
+    "calibrated": "BN cal.",
+    "running_stats": "ordinary BN",
+    "test_batch_stats": "test-batch stats",
+}
+
+
 def summary_table(results: dict[str, Any]) -> str:
-    """Per-modality test accuracy table (percent)."""
-    cols = [("uml_calibrated", "UML (BN cal.)"), ("uml_uncalibrated", "UML (no cal.)"), ("unimodal", "Unimodal"),
-            ("fed_calibrated", "Fed (BN cal.)"), ("fed_uncalibrated", "Fed (no cal.)")]
+    """Per-institution test accuracy (percent): every arm's reported evaluation first, then the others."""
     mods = results.get("modalities", {})
-    present = [(k, h) for k, h in cols if any(k in v for v in mods.values())]
-    if not mods or not present:
+    columns: list[tuple[str, str]] = []
+    for arm in ARMS:
+        entries = [v[arm] for v in mods.values() if arm in v]
+        if not entries:
+            continue
+        reported = entries[0]["reported"]
+        others = [e for e in EVALUATION_NAMES if e != reported and e in entries[0]]
+        columns += [(arm, e) for e in (reported, *others)]
+    if not columns:
         return "(no results)"
+    heads = [f"{ARMS[a]} ({EVALUATION_NAMES[e]})" for a, e in columns]
     w0 = max(8, max(len(m) for m in mods))
-    head = f"{'modality':<{w0}} | " + " | ".join(f"{h:>14}" for _, h in present)
+    head = f"{'institution':<{w0}} | " + " | ".join(heads)
     lines = [head, "-" * len(head)]
+
+    def cells(values: list[float | None]) -> str:
+        return " | ".join(f"{'-' if v is None else f'{100 * v:.2f}%':>{len(h)}}" for v, h in zip(values, heads))
+
     for m, v in mods.items():
-        cells = []
-        for k, _ in present:
-            acc = v.get(k, {}).get("test_acc")
-            cells.append(f"{100 * acc:>13.2f}%" if acc is not None else f"{'-':>14}")
-        lines.append(f"{m:<{w0}} | " + " | ".join(cells))
+        lines.append(f"{m:<{w0}} | " + cells([v.get(a, {}).get(e, {}).get("test_acc") for a, e in columns]))
     means = []
-    for k, _ in present:
-        accs = [v[k]["test_acc"] for v in mods.values() if k in v]
-        means.append(f"{100 * sum(accs) / len(accs):>13.2f}%" if accs else f"{'-':>14}")
-    lines.append("-" * len(head))
-    lines.append(f"{'mean':<{w0}} | " + " | ".join(means))
+    for a, e in columns:
+        accs = [v[a][e]["test_acc"] for v in mods.values() if a in v and e in v[a]]
+        means.append(sum(accs) / len(accs) if accs else None)
+    lines += ["-" * len(head), f"{'mean':<{w0}} | " + cells(means)]
     return "\n".join(lines)

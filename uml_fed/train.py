@@ -53,14 +53,22 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 class BatchStream:
-    """Endless seeded mini-batches over one modality's tensors (full batches; reshuffled each pass)."""
+    """Endless seeded mini-batches over one modality's tensors (full batches; reshuffled each pass).
+
+    The tensors are moved to ``device`` once and stay there: a step only gathers a batch by index.
+    """
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
     ) -> None:
         if images.shape[0] == 0:
             raise ValueError("cannot draw batches from an empty dataset")
-        self.images, self.labels = images, labels
+        self.images, self.labels = images.to(device), labels.to(device)
         self.n = int(images.shape[0])
         self.batch_size = min(batch_size, self.n)
         self.generator = generator
@@ -76,18 +84,11 @@ class BatchStream:
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._order is None or self._pos + self.batch_size > self.n:
-            self._order = torch.randperm(self.n, generator=self.generator)
+            self._order = torch.randperm(self.n, generator=self.generator).to(self.images.device)
             self._pos = 0
         idx = self._order[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
         return self.images[idx], self.labels[idx]
-
-    def state(self) -> dict:
-        return {"generator": self.generator.get_state(), "order": self._order, "pos": self._pos}
-
-    def load_state(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self._order, self._pos = state["order"], state["pos"]
 
 
 def steps_per_epoch(streams: dict[str, BatchStream]) -> int:
@@ -115,48 +116,46 @@ def train_one_epoch(
     model: UMLModel,
     streams: dict[str, BatchStream],
     optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    steps: int | None = None,
     proximal: Proximal | None = None,
     where: str = "",
 ) -> dict[str, float]:
     """One epoch of Algorithm 1 (K modalities) or of local training (K = 1).
 
     Returns averaged metrics: ``loss`` (the optimised objective without the proximal term) and
-    ``loss/<modality>``, ``acc/<modality>`` (training accuracy), ``samples/<modality>``.
+    ``loss/<modality>``, ``acc/<modality>`` (training accuracy), ``samples/<modality>``.  Running sums
+    stay on the device; the host reads them once, at the end of the epoch.
     """
     model.train()
-    steps = steps if steps is not None else steps_per_epoch(streams)
     mods = list(streams)
-    loss_sum = {m: 0.0 for m in mods}
-    correct = {m: 0 for m in mods}
-    seen = {m: 0 for m in mods}
-    for step in range(steps):
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros(len(mods), device=device)
+    correct = torch.zeros(len(mods), device=device, dtype=torch.long)
+    seen = [0] * len(mods)
+    for _ in range(steps_per_epoch(streams)):
         optimizer.zero_grad(set_to_none=True)
         losses = []
-        for m in mods:
+        for i, m in enumerate(mods):
             x, y = next(streams[m])
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x, m)
             loss_m = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss_m):
-                raise NonFiniteLossError(
-                    f"non-finite loss {loss_m.item()} for modality {m!r} at step {step} {where}".strip()
-                )
             losses.append(loss_m)
-            loss_sum[m] += loss_m.item() * y.shape[0]
-            correct[m] += int((logits.argmax(1) == y).sum())
-            seen[m] += int(y.shape[0])
+            loss_sum[i] += loss_m.detach() * y.shape[0]
+            correct[i] += (logits.detach().argmax(1) == y).sum()
+            seen[i] += int(y.shape[0])
         loss = torch.stack(losses).mean()
         if proximal is not None and proximal.mu > 0:
             loss = loss + proximal.penalty(model)
         loss.backward()
         optimizer.step()
-    metrics = {"loss": sum(loss_sum[m] / seen[m] for m in mods) / len(mods)}
-    for m in mods:
-        metrics[f"loss/{m}"] = loss_sum[m] / seen[m]
-        metrics[f"acc/{m}"] = correct[m] / seen[m]
-        metrics[f"samples/{m}"] = float(seen[m])
+    sums, hits = loss_sum.tolist(), correct.tolist()
+    for m, total in zip(mods, sums):
+        if not math.isfinite(total):
+            raise NonFiniteLossError(f"non-finite training loss for modality {m!r} {where}".strip())
+    metrics = {"loss": sum(t / n for t, n in zip(sums, seen)) / len(mods)}
+    for m, total, hit, n in zip(mods, sums, hits, seen):
+        metrics[f"loss/{m}"] = total / n
+        metrics[f"acc/{m}"] = hit / n
+        metrics[f"samples/{m}"] = float(n)
     return metrics
 
 
@@ -172,23 +171,26 @@ def evaluate(
     """Accuracy and loss of ``model`` (a ModalityModel, or a UMLModel with ``modality``) on one split.
 
     Always in eval mode.  A model without running statistics (static BN, not yet calibrated)
-    normalises with the statistics of each evaluation batch, so use a large ``batch_size``.
+    normalises with the statistics of each evaluation batch, so the split is cut into
+    ``ceil(n / batch_size)`` batches of (nearly) equal size: no small remainder batch.
     """
-    if images.shape[0] == 0:
+    n = int(images.shape[0])
+    if n == 0:
         raise ValueError("cannot evaluate on an empty split")
     model.eval()
-    loss_sum, correct, n = 0.0, 0, int(images.shape[0])
-    for start in range(0, n, batch_size):
-        x = images[start : start + batch_size].to(device, non_blocking=True)
-        y = labels[start : start + batch_size].to(device, non_blocking=True)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    chunks = math.ceil(n / batch_size)
+    for x, y in zip(images.tensor_split(chunks), labels.tensor_split(chunks)):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x, modality) if modality is not None else model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += int((logits.argmax(1) == y).sum())
-    return {"loss": loss_sum / n, "acc": correct / n}
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
 
 
 def step_lr(base_lr: float, epoch: int, step: int, gamma: float) -> float:
-    """StepLR's learning rate for a 0-based global epoch (also used by the federated server)."""
+    """StepLR's learning rate for a 0-based global epoch (centralized epochs and federated local epochs)."""
     return base_lr * gamma ** math.floor(epoch / step)
 
 

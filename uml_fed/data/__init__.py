@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import (
-    ArrayDataset,
     DataError,
     Institution,
+    canonical_order,
     Split,
     check_institution,
     check_same_classes,
@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     from ..config import Config
 
 __all__ = [
-    "ArrayDataset",
     "DataError",
     "Institution",
     "Split",
     "load_institutions",
+    "canonical_order",
     "check_institution",
     "check_same_classes",
     "normalize_institution",
@@ -35,6 +35,7 @@ def load_institutions(cfg: "Config", only: str | None = None) -> list[Institutio
     ``only`` is how a federated client loads its own institution and nothing else.
     """
     d = cfg.data
+    check_sizes(cfg)
     if d.source == "synthetic":
         from .synthetic import load_synthetic
 
@@ -47,8 +48,20 @@ def load_institutions(cfg: "Config", only: str | None = None) -> list[Institutio
         raise DataError(f"unknown modality {only!r}; this data config has {list(institution_names(cfg))}")
     for inst in institutions:
         check_institution(inst)
+        canonical_order(inst, cfg.seed)
     check_same_classes(institutions)
     return institutions
+
+
+def check_sizes(cfg: "Config") -> None:
+    """``data.sizes`` names institutions of this run; paired data needs the same sizes everywhere."""
+    d, names = cfg.data, institution_names(cfg)
+    unknown = sorted(set(d.sizes) - set(names))
+    if unknown:
+        raise DataError(f"data.sizes names {unknown}, not institutions of this run: {names}")
+    sizes = {n: d.split_sizes(n) for n in names}
+    if d.paired and len(set(sizes.values())) > 1:
+        raise DataError(f"data.paired=true needs the same split sizes at every institution, got {sizes}; drop data.sizes")
 
 
 def institution_names(cfg: "Config") -> list[str]:

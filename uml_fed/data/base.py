@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import zlib
+
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 SPLITS = ("train", "val", "test")
 
@@ -54,20 +54,6 @@ class Institution:
         return self.splits[name]
 
 
-class ArrayDataset(Dataset):
-    """torchgeo-style samples ``{"image": float32 CxHxW, "label": int64}`` over an in-memory split."""
-
-    def __init__(self, split: Split) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(split.images, dtype=np.float32))
-        self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[index], "label": self.labels[index]}
-
-
 def band_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and std over N, H, W (float64 accumulation)."""
     x = images.astype(np.float64, copy=False)
@@ -92,6 +78,33 @@ def normalize_institution(
     return inst
 
 
+def seeded_order(ids: list[str], seed: int, split: str) -> np.ndarray:
+    """The canonical order of a split's samples: by id, then a permutation seeded by ``seed`` and
+    the split name (not the institution: paired institutions keep the same scene order)."""
+    by_id = np.argsort(np.asarray(ids, dtype=object), kind="stable")
+    rng = np.random.default_rng([int(seed), zlib.crc32(f"order/{split}".encode())])
+    return by_id[rng.permutation(len(by_id))]
+
+
+def canonical_order(inst: Institution, seed: int) -> Institution:
+    """Put every split in one seeded shuffled order that depends only on its sample ids.
+
+    Sources read splits in whatever order suits them (the archives: class by class).  With static
+    BN an evaluation batch is normalised with its own statistics, and training and calibration
+    batches are drawn from positions in the split, so a stored order would leak into the results;
+    :func:`seeded_order` makes every reported number independent of it.  Splits already in that
+    order (e.g. read from the decode-once cache, which stores them so) are left as they are.
+    """
+    for name, s in inst.splits.items():
+        if len(s.ids) != len(s):
+            raise DataError(f"institution {inst.name!r} {name}: {len(s.ids)} sample ids for {len(s)} samples")
+        order = seeded_order(s.ids, seed, name)
+        if not np.array_equal(order, np.arange(len(order))):
+            s.images, s.labels = s.images[order], s.labels[order]
+            s.ids = [s.ids[i] for i in order]
+    return inst
+
+
 def check_institution(inst: Institution, expected_bands: int | None = None) -> None:
     """Loud, specific checks before any training: band count, finiteness, emptiness, labels."""
     for name, s in inst.splits.items():
@@ -111,6 +124,8 @@ def check_institution(inst: Institution, expected_bands: int | None = None) -> N
         if not np.isfinite(s.images).all():
             bad = int((~np.isfinite(s.images)).sum())
             raise DataError(f"institution {inst.name!r} {name}: {bad} NaN/inf pixel values in the input")
+        if len(set(s.ids)) != len(s.ids):
+            raise DataError(f"institution {inst.name!r} {name}: sample ids are not unique")
         if s.labels.min() < 0 or s.labels.max() >= len(inst.classes):
             raise DataError(
                 f"institution {inst.name!r} {name}: label {int(s.labels.max())} outside 0..{len(inst.classes) - 1}"

@@ -30,12 +30,12 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from .base import SPLITS, DataError, Institution, Split, normalize_institution
+from .base import SPLITS, DataError, Institution, Split, normalize_institution, seeded_order
 
 if TYPE_CHECKING:
     from ..config import DataConfig
 
-CACHE_FORMAT = 1  # bump when the decoded content of a cache changes for the same options
+CACHE_FORMAT = 2  # 2: splits stored in their seeded shuffled order; bump when the decoded content of a cache changes for the same options
 
 
 class MissingDataError(DataError, FileNotFoundError):
@@ -301,10 +301,6 @@ def cache_root(cfg: "DataConfig", source: RealSource) -> Path:
     return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else source.root / ".uml_fed_cache"
 
 
-def sizes_of(cfg: "DataConfig") -> tuple[int, int, int]:
-    return int(cfg.train_per_class), int(cfg.val_per_class), int(cfg.test_per_class)
-
-
 def _hash(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -372,7 +368,7 @@ def build_real(
         scan.scenes,
         classes,
         [(s.name, s.modality) for s in specs],
-        sizes_of(cfg),
+        {s.name: cfg.split_sizes(s.name) for s in specs},
         seed=seed,
         paired=bool(cfg.paired),
         short_class=getattr(cfg, "short_class", "raise"),
@@ -396,7 +392,7 @@ def build_real(
             "classes": plan.classes,
             "seed": seed,
             "paired": bool(cfg.paired),
-            "sizes": list(sizes_of(cfg)),
+            "sizes": list(cfg.split_sizes(spec.name)),
             "allocation": _hash(plan.pools[spec.name]),
             "need": plan.need[spec.name],
         }
@@ -405,7 +401,7 @@ def build_real(
         state = "reused"
         if force or not entry.is_fresh(options, source.root):
             state = "built"
-            splits, files, skipped = _decode(source, spec, plan, skip=bool(cfg.skip_unreadable))
+            splits, files, skipped = _decode(source, spec, plan, skip=bool(cfg.skip_unreadable), seed=seed)
             entry.write(splits, options, files, skipped, source.root)
         skipped_ids = [x["id"] for x in entry.manifest().get("skipped", [])]
         if state == "reused" and skipped_ids:  # still said on every load, never silent
@@ -437,7 +433,7 @@ def build_real(
     return out, report
 
 
-def _decode(source: RealSource, spec: InstitutionSpec, plan: Any, skip: bool):
+def _decode(source: RealSource, spec: InstitutionSpec, plan: Any, skip: bool, seed: int):
     """Read the institution's patches class by class, split by split, from its own scene pool."""
     need = plan.need[spec.name]
     pools = plan.pools[spec.name]
@@ -478,8 +474,9 @@ def _decode(source: RealSource, spec: InstitutionSpec, plan: Any, skip: bool):
     store = source.sensors[spec.modality].store
     size = source.out_size(spec.modality)
     for s, (imgs, labels, ids) in out.items():
-        arr = np.stack(imgs).astype(store, copy=False) if imgs else np.zeros((0, len(spec.bands), size, size), store)
-        splits[s] = (arr, np.asarray(labels, dtype=np.int64), ids)
+        order = seeded_order(ids, seed, s)  # the cache stores every split in its canonical, shuffled order
+        arr = np.stack([imgs[i] for i in order]).astype(store, copy=False) if imgs else np.zeros((0, len(spec.bands), size, size), store)
+        splits[s] = (arr, np.asarray(labels, dtype=np.int64)[order], [ids[i] for i in order])
     return splits, sorted(files), skipped
 
 

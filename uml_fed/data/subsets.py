@@ -7,8 +7,8 @@ same scene order (the paired-data reference only).  Each institution's pool hold
 needs (train, then val, then test) followed by spares that replace unreadable patches when
 ``data.skip_unreadable`` is set.
 
-Sizes are PER CLASS (``data.*_per_class``).  The paper's Table 6 gives totals; :data:`PRESETS`
-converts them (rounded to the nearest integer per class).
+Sizes are PER CLASS (``data.*_per_class``, or ``data.sizes.<institution>``), as every number of the
+paper's Table 6 (the presets in ``configs/data`` and ``configs/experiment`` follow it).
 """
 
 from __future__ import annotations
@@ -24,52 +24,6 @@ from .base import DataError
 
 if TYPE_CHECKING:
     from .real import Scene
-
-
-@dataclass(frozen=True)
-class Preset:
-    classes: tuple[str, ...]
-    totals: tuple[int, int, int]  # train, val, test over all classes (paper Table 6)
-    lowdata_train_per_class: int = 100
-
-    def per_class(self, lowdata: bool = False) -> tuple[int, int, int]:
-        tr, va, te = (round(t / len(self.classes)) for t in self.totals)
-        return (self.lowdata_train_per_class if lowdata else tr), va, te
-
-
-PRESETS: dict[str, Preset] = {
-    "bigearthnet_mm": Preset(
-        ("Arable land", "Broad-leaved forest", "Coniferous forest", "Marine waters", "Pastures", "Urban fabric"),
-        (1800, 400, 700),
-    ),
-    "sen12ms_summer": Preset(
-        (
-            "Evergreen broadleaf forest",
-            "Open shrublands",
-            "Savannas",
-            "Grasslands",
-            "Croplands",
-            "Urban and built-up",
-            "Water bodies",
-        ),
-        (300, 400, 400),
-    ),
-    "eurosat_s1_rgb": Preset(
-        (
-            "AnnualCrop",
-            "Forest",
-            "HerbaceousVegetation",
-            "Highway",
-            "Industrial",
-            "Pasture",
-            "PermanentCrop",
-            "Residential",
-            "River",
-            "SeaLake",
-        ),
-        (1000, 400, 400),
-    ),
-}
 
 
 @dataclass
@@ -89,18 +43,20 @@ def allocate(
     scenes: list["Scene"],
     classes: list[str],
     institutions: list[tuple[str, str]],
-    sizes: tuple[int, int, int],
+    sizes: dict[str, tuple[int, int, int]],
     seed: int = 0,
     paired: bool = False,
     short_class: str = "raise",
     source: str = "",
     coregistered: bool = False,
 ) -> Plan:
-    """Per-class scene pools for each ``(institution name, modality)``.
+    """Per-class scene pools for each ``(institution name, modality)``; ``sizes`` maps every
+    institution to its (train, val, test) per class.
 
     Unpaired: a class's shuffled scenes are dealt one by one to the eligible institution (whose
-    modality the scene has) with the fewest scenes so far, so pools are disjoint and near-equal.
-    A class that cannot give every institution ``sum(sizes)`` scenes is handled by ``short_class``:
+    modality the scene has) with the smallest pool relative to its need, so pools are disjoint and
+    proportional to the sizes.  A class that cannot give an institution ``sum(sizes)`` scenes is
+    handled by ``short_class``:
     ``raise`` (default), ``shrink`` (that class gets proportionally smaller splits) or ``drop``
     (the class is removed); the message names the class, how many exist and what was done.
 
@@ -109,7 +65,7 @@ def allocate(
     """
     if short_class not in ("raise", "shrink", "drop"):
         raise DataError(f"data.short_class={short_class!r} must be 'raise', 'shrink' or 'drop'")
-    need_total = sum(sizes)
+    need_total = {n: sum(sizes[n]) for n, _ in institutions}
     by_class: dict[str, list["Scene"]] = {c: [] for c in classes}
     for s in scenes:
         if s.label in by_class:
@@ -134,24 +90,24 @@ def allocate(
             for s in shuffled:
                 eligible = [n for n, m in institutions if coregistered or m in s.files]
                 if eligible:
-                    target = min(eligible, key=lambda n: len(pools[n][c]))
+                    target = min(eligible, key=lambda n: len(pools[n][c]) / need_total[n])
                     pools[target][c].append(s.id)
-        short = {n: len(pools[n][c]) for n in names if len(pools[n][c]) < need_total}
+        short = {n: len(pools[n][c]) for n in names if len(pools[n][c]) < need_total[n]}
         if not short:
             kept.append(c)
             for n in names:
-                need[n][c] = tuple(sizes)
+                need[n][c] = tuple(sizes[n])
             continue
-        avail = min(short.values())
+        wanted = ", ".join(f"{n} {'/'.join(map(str, sizes[n]))}" for n in names)
         what = (
             f"{source + ': ' if source else ''}class {c!r} has {len(members)} single-label scenes; "
             f"{len(names)} institution(s) {'sharing them (paired)' if paired else 'with disjoint scenes (unpaired)'} "
-            f"need {need_total} each (train/val/test {sizes[0]}/{sizes[1]}/{sizes[2]}), "
-            f"but institution(s) {sorted(short)} get only {avail}"
+            f"need train/val/test {wanted}, but institution(s) {sorted(short)} get only "
+            f"{', '.join(str(short[n]) for n in sorted(short))}"
         )
         if short_class == "raise":
             raise DataError(
-                what + "; lower data.train_per_class/val_per_class/test_per_class, set data.short_class=shrink "
+                what + "; lower data.train_per_class/val_per_class/test_per_class (or data.sizes), set data.short_class=shrink "
                 "or drop, or choose other data.classes"
             )
         if short_class == "drop":
@@ -159,8 +115,8 @@ def allocate(
         else:
             kept.append(c)
             for n in names:
-                n_av = min(len(pools[n][c]), need_total)
-                need[n][c] = _shrink(sizes, n_av, c)
+                n_av = min(len(pools[n][c]), need_total[n])
+                need[n][c] = _shrink(sizes[n], n_av, c)
             smallest = min(short, key=short.get)
             msg = what + f"; shrunk this class to train/val/test {need[smallest][c]} for {smallest!r} (data.short_class=shrink)"
         warnings.warn(msg, stacklevel=2)

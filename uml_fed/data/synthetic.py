@@ -41,7 +41,7 @@ import zlib
 import numpy as np
 
 from ..config import DataConfig
-from .base import DataError, Institution, Split, normalize_institution
+from .base import SPLITS, DataError, Institution, Split, normalize_institution
 
 CLASSES = ["Arable land", "Broad-leaved forest", "Coniferous forest", "Marine waters", "Pastures", "Urban fabric"]
 MATERIALS = ["water", "broadleaf", "conifer", "crop", "soil", "grass", "urban"]
@@ -113,21 +113,45 @@ def _coords(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return xx[None] * np.cos(theta)[:, None, None] + yy[None] * np.sin(theta)[:, None, None]
 
 
-def material_maps(cls: int, n: int, size: int, rng: np.random.Generator, mixing: float) -> np.ndarray:
-    """n material maps (n x size x size, int) for land-cover class ``cls``."""
+NSEG = 64  # parcel/field ids per scene (ids wrap around; neighbours almost never share one)
+
+
+def _voronoi(n: int, size: int, rng: np.random.Generator, cell: float) -> np.ndarray:
+    """Irregular fields: each pixel belongs to its nearest of ~(size / cell)^2 random seed points."""
+    k = int(np.clip(round((size / cell) ** 2), 2, NSEG))
+    pts = rng.uniform(0, size, (n, k, 2))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    d = (yy[None, None] - pts[:, :, 0, None, None]) ** 2 + (xx[None, None] - pts[:, :, 1, None, None]) ** 2
+    return d.argmin(axis=1)
+
+
+def _boundaries(seg: np.ndarray) -> np.ndarray:
+    """Pixels whose right or lower neighbour lies in another parcel."""
+    edge = np.zeros(seg.shape, dtype=bool)
+    edge[:, :, :-1] |= seg[:, :, :-1] != seg[:, :, 1:]
+    edge[:, :-1, :] |= seg[:, :-1, :] != seg[:, 1:, :]
+    return edge
+
+
+def material_maps(cls: int, n: int, size: int, rng: np.random.Generator, mixing: float) -> tuple[np.ndarray, np.ndarray]:
+    """n material maps and n parcel maps (both n x size x size, int) for land-cover class ``cls``.
+
+    The parcel map gives every pixel the id (0..NSEG-1) of the field, parcel, block or stand it lies
+    in; sensors vary crop stage, soil moisture and vigour per parcel, so parcel geometry shows in both.
+    """
     m = np.empty((n, size, size), dtype=np.int64)
-    if cls == 0:  # Arable land: oriented parcels of crop or bare soil
+    seg = np.zeros((n, size, size), dtype=np.int64)
+    if cls == 0:  # Arable land: long parallel parcels, each crop, bare soil or ley grass
         u = _coords(n, size, rng)
         width = rng.uniform(3.0, 8.0, n)[:, None, None]
-        parcel = np.floor(u / width + rng.uniform(0, 1, n)[:, None, None]).astype(np.int64) % 64
-        crop_p = rng.uniform(0.3, 0.8, n)
-        table = rng.uniform(size=(n, 64)) < crop_p[:, None]
-        is_crop = np.take_along_axis(table, parcel.reshape(n, -1), axis=1).reshape(n, size, size)
-        m[:] = np.where(is_crop, CROP, SOIL)
+        seg[:] = np.floor(u / width + rng.uniform(0, 1, n)[:, None, None]).astype(np.int64) % NSEG
+        kind = rng.choice([CROP, SOIL, GRASS], size=(n, NSEG), p=[0.55, 0.3, 0.15])
+        m[:] = np.take_along_axis(kind, seg.reshape(n, -1), axis=1).reshape(n, size, size)
         secondary = [GRASS, BROADLEAF, URBAN]
     elif cls in (1, 2):  # forests: closed canopy with gaps
         main, other = (BROADLEAF, CONIFER) if cls == 1 else (CONIFER, BROADLEAF)
         m[:] = main
+        seg[:] = _voronoi(n, size, rng, 12.0)  # stands
         gaps = _quantile_mask(smooth_field(rng, n, size, 1.5), rng.uniform(0.0, 0.15, n))
         m[gaps] = GRASS
         secondary = [other, other, GRASS, SOIL]
@@ -138,19 +162,22 @@ def material_maps(cls: int, n: int, size: int, rng: np.random.Generator, mixing:
         land = (u > rng.uniform(0.6, 1.2, n)[:, None, None]) & coast[:, None, None]
         land_type = rng.choice([SOIL, GRASS, URBAN], size=n)
         m[:] = np.where(land, land_type[:, None, None], m)
+        seg[:] = land
         secondary = [SOIL, GRASS, URBAN]
-    elif cls == 4:  # Pastures: grass with hedgerows and a few crop patches
-        m[:] = GRASS
-        u = _coords(n, size, rng)
-        spacing = rng.uniform(8.0, 16.0, n)[:, None, None]
-        hedge = (np.mod(u, spacing) < 1.0) & (rng.uniform(size=n) < 0.7)[:, None, None]
+    elif cls == 4:  # Pastures: irregular grazed fields (a few cropped) bounded by hedgerows
+        seg[:] = _voronoi(n, size, rng, 10.0)
+        kind = rng.choice([GRASS, CROP], size=(n, NSEG), p=[0.85, 0.15])
+        m[:] = np.take_along_axis(kind, seg.reshape(n, -1), axis=1).reshape(n, size, size)
+        hedge = _boundaries(seg) & (rng.uniform(size=n) < 0.7)[:, None, None]
         m[hedge] = BROADLEAF
-        secondary = [CROP, BROADLEAF, SOIL]
+        secondary = [SOIL, BROADLEAF, CROP]
     elif cls == 5:  # Urban fabric: street grid, impervious blocks, gardens
         m[:] = URBAN
         yy, xx = np.mgrid[0:size, 0:size]
         block = rng.integers(5, 10, n)[:, None, None]
         off = rng.integers(0, 5, (n, 2))
+        bx, by = (xx[None] + off[:, 0, None, None]) // block, (yy[None] + off[:, 1, None, None]) // block
+        seg[:] = (bx * 7 + by) % NSEG
         streets = ((xx[None] + off[:, 0, None, None]) % block == 0) | ((yy[None] + off[:, 1, None, None]) % block == 0)
         gardens = _quantile_mask(smooth_field(rng, n, size, 1.0), rng.uniform(0.15, 0.4, n)) & ~streets
         m[gardens] = np.where(rng.uniform(size=gardens.sum()) < 0.6, GRASS, BROADLEAF)
@@ -161,7 +188,14 @@ def material_maps(cls: int, n: int, size: int, rng: np.random.Generator, mixing:
     mask = _quantile_mask(smooth_field(rng, n, size, rng.uniform(2.0, 5.0)), frac)
     sec = rng.choice(secondary, size=n)
     m = np.where(mask, sec[:, None, None], m)
-    return m
+    seg = np.where(mask, NSEG - 1, seg)
+    return m, seg
+
+
+def _per_parcel(values: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Broadcast per-(scene, parcel) values (n x NSEG) onto the parcel maps (n x H x W)."""
+    n = seg.shape[0]
+    return np.take_along_axis(values, seg.reshape(n, -1), axis=1).reshape(seg.shape)
 
 
 def _block_mean(x: np.ndarray, factor: int) -> np.ndarray:
@@ -173,21 +207,30 @@ def _block_mean(x: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(y, factor, axis=1), factor, axis=2)
 
 
-def render_optical(maps: np.ndarray, bands: list[str], rng: np.random.Generator, snr_scale: float) -> np.ndarray:
-    """Sentinel-2-like reflectance x 10000 (float32, N x C x H x W) for the given material maps."""
+# Per-parcel spread of backscatter (dB, 1 sigma) by material: crop type, growth stage and row
+# direction (crop), soil moisture and roughness (soil), grazing/mowing (grass); little for the rest.
+S1_PARCEL_DB = np.array([0.5, 0.5, 0.5, 1.5, 2.0, 1.0, 1.0])
+
+
+def render_optical(
+    maps: np.ndarray, seg: np.ndarray, bands: list[str], rng: np.random.Generator, snr_scale: float
+) -> np.ndarray:
+    """Sentinel-2-like reflectance x 10000 (float32, N x C x H x W) for the given material/parcel maps."""
     n, h, w = maps.shape
     idx = [S2_BANDS.index(b) for b in bands]
     refl = S2_REFLECTANCE[maps]  # n h w 13
-    vigour = rng.uniform(0.75, 1.15, n)[:, None, None]
+    # phenology (crop stage, grazing) scales the red-edge/NIR rise above red, per parcel
+    vigour = _per_parcel(rng.uniform(0.7, 1.15, (n, NSEG)), seg)
     veg = VEGETATION[maps]
-    # phenology scales the red-edge/NIR rise above the red reflectance for vegetation
     red = refl[..., 3:4]
     refl = np.where(
         (veg[..., None] & RED_EDGE_NIR[None, None, None, :]), red + (refl - red) * vigour[..., None], refl
     )
-    moisture = rng.uniform(0.7, 1.1, n)[:, None, None]
+    moisture = _per_parcel(rng.uniform(0.7, 1.1, (n, NSEG)), seg)
     refl = np.where((maps == SOIL)[..., None], refl * moisture[..., None], refl)
-    texture = 1.0 + S2_TEXTURE[maps] * smooth_field(rng, n, h, 0.7)
+    # crowns: broad-leaved crowns are wider than conifer crowns (texture correlation length)
+    crowns = np.where(maps == BROADLEAF, smooth_field(rng, n, h, 1.2), smooth_field(rng, n, h, 0.5))
+    texture = 1.0 + S2_TEXTURE[maps] * crowns
     gain = rng.uniform(0.9, 1.1, n)[:, None, None]
     out = np.empty((n, len(bands), h, w), dtype=np.float32)
     for c, b in zip(range(len(bands)), idx):
@@ -199,19 +242,19 @@ def render_optical(maps: np.ndarray, bands: list[str], rng: np.random.Generator,
     return out
 
 
-def render_sar(maps: np.ndarray, bands: list[str], rng: np.random.Generator, enl: float) -> np.ndarray:
+def render_sar(maps: np.ndarray, seg: np.ndarray, bands: list[str], rng: np.random.Generator, enl: float) -> np.ndarray:
     """Sentinel-1-like sigma0 in dB (float32, N x C x H x W) with multiplicative Gamma speckle."""
     n, h, w = maps.shape
     if enl <= 0:
         raise DataError(f"data.enl={enl}: the equivalent number of looks must be > 0")
     incidence = rng.normal(0.0, 1.0, n)[:, None, None]
     wind = rng.uniform(-3.0, 3.0, n)[:, None, None] * (maps == WATER)
-    moisture = rng.uniform(-2.0, 2.0, n)[:, None, None] * (maps == SOIL)
+    parcel = _per_parcel(rng.standard_normal((n, NSEG)), seg) * S1_PARCEL_DB[maps]
     scatterers = (maps == URBAN) & (rng.uniform(size=maps.shape) < 0.08)
     out = np.empty((n, len(bands), h, w), dtype=np.float32)
     for c, b in enumerate(bands):
         pol = S1_BANDS.index(b)
-        db = S1_SIGMA0_DB[maps, pol] + incidence + wind + moisture + 6.0 * scatterers
+        db = S1_SIGMA0_DB[maps, pol] + incidence + wind + parcel + 6.0 * scatterers
         db = db + rng.normal(0.0, 1.0, maps.shape)
         speckle = rng.gamma(shape=enl, scale=1.0 / enl, size=maps.shape)
         out[:, c] = np.clip(10.0 * np.log10(10.0 ** (db / 10.0) * speckle), -50.0, 10.0)
@@ -247,24 +290,28 @@ def _plan(data: DataConfig) -> list[tuple[str, str, list[str]]]:
     return plan
 
 
-def generate_split(
-    sensor: str, bands: list[str], per_class: int, size: int, rng: np.random.Generator, data: DataConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
-    for cls in range(len(CLASSES)):
-        maps = material_maps(cls, per_class, size, rng, data.mixing)
-        if SENSOR_KIND[sensor] == "sar":
-            images.append(render_sar(maps, bands, rng, data.enl))
-        else:
-            images.append(render_optical(maps, bands, rng, data.snr_scale))
-        labels.append(np.full(per_class, cls, dtype=np.int64))
-    x, y = np.concatenate(images), np.concatenate(labels)
-    order = rng.permutation(len(y))
-    return x[order], y[order]
+def scenes(per_class: int, size: int, rng: np.random.Generator, mixing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``per_class`` scenes of every class: material maps, parcel maps and labels (class by class)."""
+    drawn = [material_maps(cls, per_class, size, rng, mixing) for cls in range(len(CLASSES))]
+    labels = np.repeat(np.arange(len(CLASSES), dtype=np.int64), per_class)
+    return np.concatenate([d[0] for d in drawn]), np.concatenate([d[1] for d in drawn]), labels
+
+
+def render(sensor: str, bands: list[str], maps: np.ndarray, seg: np.ndarray, rng: np.random.Generator,
+           data: DataConfig) -> np.ndarray:
+    """What one sensor records of the given scenes."""
+    if SENSOR_KIND[sensor] == "sar":
+        return render_sar(maps, seg, bands, rng, data.enl)
+    return render_optical(maps, seg, bands, rng, data.snr_scale)
 
 
 def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list[Institution]:
-    """Generate (deterministically) every institution of the synthetic config, or just ``only``."""
+    """Generate (deterministically) every institution of the synthetic config, or just ``only``.
+
+    Unpaired (default): every institution draws its own scenes from its own random stream.
+    ``data.paired``: every institution observes the SAME scenes (ids ``<split>-<i>``), rendered by its
+    own sensor with its own noise -- the paired-data reference only.
+    """
     if data.classes and list(data.classes) != CLASSES:
         raise DataError(f"the synthetic source has the classes {CLASSES}; data.classes={list(data.classes)} differs")
     if data.patch_size < 8:
@@ -272,16 +319,22 @@ def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list
     plan = _plan(data)
     if only is not None and only not in [p[0] for p in plan]:
         raise DataError(f"unknown modality {only!r}; this data config has {[p[0] for p in plan]}")
-    sizes = {"train": data.train_per_class, "val": data.val_per_class, "test": data.test_per_class}
+    sizes = {name: data.split_sizes(name) for name, _, _ in plan}
     out = []
     for name, sensor, bands in plan:
         if only is not None and name != only:
             continue
         splits = {}
-        for split, per_class in sizes.items():
-            rng = np.random.default_rng(_stable_seed(seed, name, split))
-            x, y = generate_split(sensor, bands, per_class, data.patch_size, rng, data)
-            splits[split] = Split(x, y, [f"{name}-{split}-{i}" for i in range(len(y))])
+        for split, per_class in zip(SPLITS, sizes[name]):
+            if data.paired:
+                maps, seg, y = scenes(per_class, data.patch_size, np.random.default_rng(_stable_seed(seed, split)), data.mixing)
+                rng = np.random.default_rng(_stable_seed(seed, name, split, "sensor"))
+                ids = [f"{split}-{i}" for i in range(len(y))]
+            else:
+                rng = np.random.default_rng(_stable_seed(seed, name, split))
+                maps, seg, y = scenes(per_class, data.patch_size, rng, data.mixing)
+                ids = [f"{name}-{split}-{i}" for i in range(len(y))]
+            splits[split] = Split(render(sensor, bands, maps, seg, rng, data), y, ids)
         inst = Institution(name=name, bands=bands, classes=list(CLASSES), splits=splits, source="synthetic")
         out.append(normalize_institution(inst))
     return out

@@ -29,7 +29,7 @@ from ..config import Config, from_run_config
 from ..data import Institution, load_institutions
 from ..data import institution_names as config_institution_names
 from ..evaluation import calibrate_and_evaluate, split_tensors
-from ..model import UMLModel, backbone_state, load_backbone_state, projection_state
+from ..model import UMLModel, backbone_state, load_backbone_state, load_private_state, private_state, projection_state
 from ..train import (
     BatchStream,
     Proximal,
@@ -43,7 +43,7 @@ from ..train import (
     train_one_epoch,
 )
 
-STATE_PROJECTION = "uml.projection"
+STATE_PRIVATE = "uml.private"  # projection + (ordinary BN) backbone running statistics
 STATE_OPTIMIZER = "uml.optimizer"
 STATE_SELECTED = "uml.selected"
 STATE_META = "uml.meta"
@@ -181,18 +181,18 @@ class InstitutionClient:
         best_disk = max(on_disk, default=0)
         if in_context and in_context <= upto_round and in_context >= best_disk:
             self._load_private(
-                _tensor_dict(self.state[STATE_PROJECTION]),
+                _tensor_dict(self.state[STATE_PRIVATE]),
                 _tensor_dict(self.state[STATE_OPTIMIZER]) if STATE_OPTIMIZER in self.state else None,
                 _tensor_dict(self.state[STATE_SELECTED]) if STATE_SELECTED in self.state else None,
                 dict(self.state[STATE_META]),
             )
         elif best_disk:
             saved = torch.load(self._state_file(best_disk), weights_only=False)
-            self._load_private(saved["projection"], saved["optimizer"], saved["selected"], saved["meta"])
+            self._load_private(saved["private"], saved["optimizer"], saved["selected"], saved["meta"])
             for key in (STATE_OPTIMIZER, STATE_SELECTED):  # whatever the context held is of a later round
                 if key in self.state:
                     del self.state[key]
-            self.state[STATE_PROJECTION] = _arrays(saved["projection"])
+            self.state[STATE_PRIVATE] = _arrays(saved["private"])
             self.state[STATE_META] = ConfigRecord(dict(self.meta))
             if saved["optimizer"] is not None:
                 self.state[STATE_OPTIMIZER] = ArrayRecord(OrderedDict(saved["optimizer"]))
@@ -203,12 +203,12 @@ class InstitutionClient:
             log(WARNING, "institution %s has no private state up to round %d in %s; starting from the "
                 "seeded initial projection", self.modality, upto_round, self.ident.output_dir)
 
-    def _load_private(self, projection, optimizer, selected, meta) -> None:  # type: ignore[no-untyped-def]
+    def _load_private(self, private, optimizer, selected, meta) -> None:  # type: ignore[no-untyped-def]
         try:
-            self.model.projection(self.modality).load_state_dict(projection)
-        except RuntimeError as e:
+            load_private_state(self.model, self.modality, private)
+        except (RuntimeError, ValueError) as e:
             raise IdentityError(
-                f"institution {self.modality!r}: the stored private projection does not fit its data "
+                f"institution {self.modality!r}: the stored private state does not fit its data "
                 f"({self.inst.in_channels} bands {self.inst.bands}): {e}"
             ) from e
         self._optimizer_state = optimizer
@@ -251,8 +251,8 @@ class InstitutionClient:
     def _save_private(self, server_round: int, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Keep the private state in context.state and on the node's disk (never in a reply)."""
         self.meta["round"] = int(server_round)
-        projection = projection_state(self.model, self.modality)
-        self.state[STATE_PROJECTION] = _arrays(projection)
+        private = private_state(self.model, self.modality)
+        self.state[STATE_PRIVATE] = _arrays(private)
         if optimizer is not None and self.cfg.fed.keep_optimizer_state:
             self.state[STATE_OPTIMIZER] = optimizer_to_record(optimizer)
         self.state[STATE_META] = ConfigRecord(dict(self.meta))
@@ -261,12 +261,13 @@ class InstitutionClient:
         selected = _tensor_dict(self.state[STATE_SELECTED]) if STATE_SELECTED in self.state else None
         opt = _tensor_dict(self.state[STATE_OPTIMIZER]) if STATE_OPTIMIZER in self.state else None
         tmp = folder / f"round_{server_round}.tmp"
-        torch.save({"projection": projection, "optimizer": opt, "selected": selected, "meta": dict(self.meta)}, tmp)
+        torch.save({"private": private, "optimizer": opt, "selected": selected, "meta": dict(self.meta)}, tmp)
         tmp.replace(self._state_file(server_round))
         for old in self._disk_rounds():
             if old < server_round - 1:  # keep two rounds: a crash may come before the server aggregates
                 self._state_file(old).unlink(missing_ok=True)
-        torch.save({"round": server_round, "modality": self.modality, "projection": projection,
+        torch.save({"round": server_round, "modality": self.modality,
+                    "projection": projection_state(self.model, self.modality),
                     "meta": dict(self.meta)}, self.ident.output_dir / "projection.pt")
 
     def train(self, backbone: ArrayRecord, config: Mapping[str, Any]) -> tuple[ArrayRecord, MetricRecord]:
@@ -285,7 +286,7 @@ class InstitutionClient:
             optimizer_from_record(optimizer, ArrayRecord(OrderedDict(self._optimizer_state)))
         x, y = split_tensors(self.inst, "train")
         g = seeded_generator(self.cfg.seed, "batches", self.modality, rnd)
-        streams = {self.modality: BatchStream(x, y, t.batch_size, g)}
+        streams = {self.modality: BatchStream(x, y, t.batch_size, g, self.device)}
         proximal = None
         if mu > 0:
             proximal = Proximal(mu, {k: v.clone() for k, v in backbone_state(self.model).items()})
@@ -296,7 +297,7 @@ class InstitutionClient:
             set_lr(optimizer, step_lr(base_lr, epoch, int(config.get("lr-step", t.lr_step)),
                                       float(config.get("lr-gamma", t.lr_gamma))))
             metrics = train_one_epoch(
-                self.model, streams, optimizer, self.device, proximal=proximal,
+                self.model, streams, optimizer, proximal=proximal,
                 where=f"(round {rnd}, client {self.modality!r}, local epoch {local})",
             )
         train_time = time.perf_counter() - tic
@@ -332,14 +333,16 @@ class InstitutionClient:
             extra={"selected-round": self.meta["best-round"], "final-round": rnd},
         )
         cal_time = time.perf_counter() - tic
+        trained = "running_stats" if r["bn"] == "tracked" else "test_batch_stats"
         return MetricRecord(
             {
                 "num-examples": len(self.inst.split("test")),
                 "uniform-weight": 1,
-                "cal-val-acc": r["cal_val_acc"],
-                "cal-test-acc": r["cal_test_acc"],
-                "uncal-val-acc": r["uncal_val_acc"],
-                "uncal-test-acc": r["uncal_test_acc"],
+                "tracked-bn": int(r["bn"] == "tracked"),
+                "cal-val-acc": r["calibrated"]["val_acc"],
+                "cal-test-acc": r["calibrated"]["test_acc"],
+                "as-trained-val-acc": r[trained]["val_acc"],
+                "as-trained-test-acc": r[trained]["test_acc"],
                 "final-val-acc": float(final_val),
                 "selected-round": int(self.meta["best-round"] if self.meta["best-round"] >= 0 else rnd),
                 "calibration-time-s": float(r["calibration_s"]),

@@ -418,13 +418,18 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str], node_wait_s: flo
             results["failures"].append({"round": "calibrate", "failed": {who: str(msg.error.reason)}, "missing": []})
             continue
         m = dict(msg.content.metric_records["metrics"])
-        results["modalities"][who] = {
-            "fed_calibrated": {"val_acc": m["cal-val-acc"], "test_acc": m["cal-test-acc"]},
-            "fed_uncalibrated": {"val_acc": m["uncal-val-acc"], "test_acc": m["uncal-test-acc"]},
+        trained, reported = ("running_stats", "running_stats") if m["tracked-bn"] else ("test_batch_stats", "calibrated")
+        entry = {
+            "bn": "tracked" if m["tracked-bn"] else "static",
+            "reported": reported,
+            "calibrated": {"val_acc": m["cal-val-acc"], "test_acc": m["cal-test-acc"]},
+            trained: {"val_acc": m["as-trained-val-acc"], "test_acc": m["as-trained-test-acc"]},
             "selected_round": int(m["selected-round"]),
             "calibration_s": m["calibration-time-s"],
             "calibrate_and_evaluate_s": m["calibrate-and-evaluate-time-s"],
         }
+        entry.update(val_acc=entry[reported]["val_acc"], test_acc=entry[reported]["test_acc"])
+        results["modalities"][who] = {"fed": entry}
     answered = {tracker.who(m) for m in replies}
     for who in sorted(set(names.values()) | set(expected)):
         if who not in answered:

@@ -1,0 +1,107 @@
+"""The paper's tables and figures as named experiments (``uml-fed experiment NAME``).
+
+Each experiment lists its arms (a method + config overrides, optionally a position on a figure axis)
+for a base configuration, and writes its report from the stored runs.  Two scales:
+
+* ``runner.scale=cpu`` (default): the embedded synthetic data and CPU-sized model and schedule
+  (``configs/experiment/default.yaml``); every experiment finishes on a 2-core machine;
+* ``runner.scale=paper``: a real archive with the paper's model and schedule (Table 7), chosen by
+  ``runner.dataset`` (bigearthnet | sen12ms | eurosat_s1_rgb) and the presets in
+  ``configs/experiment/<dataset>_{bimodal,finegrained}_{full,lowdata}.yaml``; GPU work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..config import Config
+from .runner import Arm
+
+LABELS = {
+    "unimodal": "Unimodal",
+    "uml": "UML (centralized, BN cal.)",
+    "uml_ordinary_bn": "UML, ordinary BN (no cal.)",
+    "fed": "UML (federated, BN cal.)",
+    "paired": "Paired fusion (multimodal input)",
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    paper: str  # the table or figure it reproduces
+    question: str  # what it measures, one sentence
+    arms: Callable[[Config, str], list[Arm]]  # arms for the base config of a scale (cpu | paper)
+    preset: str  # paper scale: configs/experiment/<dataset>_<preset>.yaml
+    cpu: tuple[str, ...] = ()  # CPU scale: overrides of the embedded default
+    figure: str | None = None  # bars | lines | None (table only)
+    x_label: str = ""
+    log_x: bool = False
+
+
+def _refs(cfg: Config, scale: str) -> list[Arm]:
+    return [Arm("unimodal", "unimodal"), Arm("uml", "uml")]
+
+
+def _table3(cfg: Config, scale: str) -> list[Arm]:
+    return [*_refs(cfg, scale), Arm("fed", "federated", ("fed.local_epochs=5",)), Arm("paired", "paired")]
+
+
+def _fig2(cfg: Config, scale: str) -> list[Arm]:
+    return _refs(cfg, scale)
+
+
+def _fig2b(cfg: Config, scale: str) -> list[Arm]:
+    return [*_refs(cfg, scale), Arm("paired", "paired")]
+
+
+def _fig3(cfg: Config, scale: str) -> list[Arm]:
+    sizes = [25, 50, 100, 200] if scale == "cpu" else [100, 300, 900, 1800]
+    arms = []
+    for n in sizes:
+        size = (f"data.train_per_class={n}", "data.sizes={}")
+        arms += [
+            Arm("unimodal", "unimodal", size, x=n),
+            Arm("uml", "uml", size, x=n),
+            Arm("uml_ordinary_bn", "uml", (*size, "model.track_running_stats=true"), x=n),
+        ]
+    return arms
+
+
+def _fig4(cfg: Config, scale: str) -> list[Arm]:
+    from ..federated.sweep import check_schedules
+
+    schedules = check_schedules(cfg.train.epochs, list(cfg.fed.sweep_local_epochs))
+    return [*_refs(cfg, scale), *(Arm("fed", "federated", (f"fed.local_epochs={L}",), x=L) for L, _ in schedules)]
+
+
+def _depth(cfg: Config, scale: str) -> list[Arm]:
+    arms = [Arm("unimodal", "unimodal")]
+    for p in range(9):
+        arms += [
+            Arm("uml", "uml", (f"model.projection_blocks={p}",), x=p),
+            Arm("uml_ordinary_bn", "uml", (f"model.projection_blocks={p}", "model.track_running_stats=true"), x=p),
+        ]
+    return arms
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment("table3", "Table 3", "UML against the unimodal baseline and the paired-data reference (and "
+                   "federated UML at L = 5), per modality and mean", _table3, "bimodal_lowdata"),
+        Experiment("fig2a", "Figure 2a", "fine-grained collaboration: every band its own institution", _fig2,
+                   "finegrained_lowdata", cpu=("experiment=synthetic_per_band",), figure="bars"),
+        Experiment("fig2b", "Figure 2b", "bi-modal collaboration: S1 and the optical sensor", _fig2b,
+                   "bimodal_lowdata", figure="bars"),
+        Experiment("fig3", "Figure 3", "training size x {UML, UML with ordinary BN, unimodal}", _fig3,
+                   "bimodal_full", figure="lines", x_label="training samples per class"),
+        Experiment("fig4", "Figure 4", "federated UML over R x L = budget schedules, with the centralized and "
+                   "unimodal references", _fig4, "bimodal_lowdata", figure="lines", x_label="local epochs L",
+                   log_x=True),
+        Experiment("projection-depth", "Figure 7", "projection depth P = 0..8 blocks, with and without BN "
+                   "calibration (paper scale: fine-grained, as Figure 7; CPU scale: bi-modal)", _depth,
+                   "finegrained_lowdata", figure="lines", x_label="projection blocks P"),
+    )
+}

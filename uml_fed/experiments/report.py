@@ -1,0 +1,194 @@
+"""Reports written from stored runs, never by hand: markdown tables (mean ± std over seeds and the
+per-seed paired difference to the unimodal baseline), a PNG figure where the paper has one, and a
+JSON file with every number.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .runner import Run
+
+# the arm name each method writes into results.json (``modalities.<institution>.<arm>``)
+RESULT_ARM = {"uml": "uml", "unimodal": "unimodal", "paired": "paired", "federated": "fed"}
+MEAN = "mean"
+
+
+@dataclass
+class Table:
+    """Per (arm key, seed): each institution's reported test accuracy, and their mean."""
+
+    institutions: list[str]
+    values: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    series: dict[str, str] = field(default_factory=dict)  # arm key -> series
+    x: dict[str, float | None] = field(default_factory=dict)  # arm key -> x
+    evaluations: dict[str, str] = field(default_factory=dict)  # arm key -> reported evaluation
+
+    @classmethod
+    def from_runs(cls, runs: list[Run]) -> "Table":
+        institutions: list[str] = []
+        table = cls(institutions)
+        for run in runs:
+            arm = RESULT_ARM[run.arm.method]
+            per_inst = {}
+            for inst, entry in run.results["modalities"].items():
+                if arm in entry:
+                    per_inst[inst] = entry[arm]["test_acc"]
+                    table.evaluations[run.arm.key] = entry[arm]["reported"]
+                    if run.arm.method != "paired" and inst not in institutions:
+                        institutions.append(inst)
+            per_inst[MEAN] = statistics.fmean(per_inst.values())
+            table.values.setdefault(run.arm.key, {})[run.seed] = per_inst
+            table.series[run.arm.key] = run.arm.series
+            table.x[run.arm.key] = run.arm.x
+        return table
+
+    def seeds(self, key: str) -> list[int]:
+        return sorted(self.values[key])
+
+    def samples(self, key: str, inst: str) -> list[float]:
+        return [self.values[key][s][inst] for s in self.seeds(key) if inst in self.values[key][s]]
+
+    def diff(self, key: str, ref: str, inst: str) -> list[float]:
+        """Per-seed paired difference ``key - ref`` (same seed = same data and initialisation)."""
+        common = sorted(set(self.values[key]) & set(self.values[ref]))
+        return [self.values[key][s][inst] - self.values[ref][s][inst] for s in common
+                if inst in self.values[key][s] and inst in self.values[ref][s]]
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    if not xs:
+        return float("nan"), float("nan")
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def pct(xs: list[float], signed: bool = False) -> str:
+    """``mean ± std`` in percent (points), sample std over seeds."""
+    if not xs:
+        return "-"
+    m, s = mean_std(xs)
+    return f"{100 * m:+.2f} ± {100 * s:.2f}" if signed else f"{100 * m:.2f} ± {100 * s:.2f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def accuracy_table(table: Table, keys: list[str], labels: dict[str, str]) -> str:
+    """Rows = arms, columns = institutions + mean: test accuracy (%) mean ± std over seeds."""
+    cols = [*table.institutions, MEAN]
+    rows = [[labels[k], *(pct(table.samples(k, c)) for c in cols)] for k in keys if k in table.values]
+    return markdown_table(["method", *cols], rows)
+
+
+def difference_table(table: Table, keys: list[str], ref: str, labels: dict[str, str]) -> str:
+    """Rows = arms, columns = institutions + mean: per-seed paired difference to ``ref`` (points)."""
+    cols = [*table.institutions, MEAN]
+    rows = []
+    for k in keys:
+        if k == ref or k not in table.values or ref not in table.values:
+            continue
+        cells = []
+        for c in cols:
+            d = table.diff(k, ref, c)
+            per_seed = ", ".join(f"{100 * v:+.2f}" for v in d)
+            cells.append(f"{pct(d, signed=True)} ({per_seed})" if d else "-")
+        rows.append([labels[k], *cells])
+    return markdown_table([f"Δ vs {labels[ref]} (pp; per seed)", *cols], rows)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def reference_of(table: Table, key: str) -> str | None:
+    """The unimodal run a key is compared with: at the same x if there is one, else the plain one."""
+    x = table.x.get(key)
+    for ref in (f"unimodal@{x:g}" if x is not None else None, "unimodal"):
+        if ref is not None and ref in table.values:
+            return ref
+    return None
+
+
+def ordered_keys(table: Table, series_order: list[str]) -> list[str]:
+    rank = {s: i for i, s in enumerate(series_order)}
+    return sorted(table.values, key=lambda k: (table.x[k] is not None, table.x[k] or 0, rank.get(table.series[k], 99)))
+
+
+def key_labels(table: Table, names: dict[str, str], x_label: str) -> dict[str, str]:
+    out = {}
+    for k in table.values:
+        name = names.get(table.series[k], table.series[k])
+        out[k] = name if table.x[k] is None else f"{name}, {x_label or 'x'} = {table.x[k]:g}"
+    return out
+
+
+def difference_tables(table: Table, keys: list[str], labels: dict[str, str]) -> str:
+    """Per-seed paired differences to the matching unimodal run, one table per reference."""
+    by_ref: dict[str, list[str]] = {}
+    for k in keys:
+        ref = reference_of(table, k)
+        if ref is not None and ref != k and table.series[k] != "paired":
+            by_ref.setdefault(ref, []).append(k)
+    return "\n\n".join(difference_table(table, [ref, *ks], ref, labels) for ref, ks in by_ref.items())
+
+
+def plot(table: Table, kind: str, path: Path, names: dict[str, str], title: str, x_label: str, log_x: bool) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    insts = table.institutions
+    if kind == "bars":
+        series = [s for s in names if any(table.series[k] == s and table.x[k] is None for k in table.values)]
+        bar_series = [s for s in series if s != "paired"]
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(insts) + 2), 3.8))
+        width = 0.8 / max(1, len(bar_series))
+        for j, s in enumerate(bar_series):
+            ms = [mean_std(table.samples(s, i)) for i in insts]
+            xs = [i + (j - (len(bar_series) - 1) / 2) * width for i in range(len(insts))]
+            ax.bar(xs, [100 * m for m, _ in ms], width, yerr=[100 * sd for _, sd in ms], capsize=3, label=names[s])
+        if "paired" in series:
+            m, _ = mean_std(table.samples("paired", MEAN))
+            ax.axhline(100 * m, color="gray", ls="--", label=f"{names['paired']} (mean)")
+        ax.set_xticks(range(len(insts)))
+        ax.set_xticklabels(insts, rotation=30 if len(insts) > 4 else 0)
+    else:
+        fig, axes = plt.subplots(1, len(insts), figsize=(4.2 * len(insts), 3.6), squeeze=False)
+        for ax, inst in zip(axes[0], insts):
+            for c, s in enumerate(names):
+                keys = sorted((k for k in table.values if table.series[k] == s), key=lambda k: table.x[k] or 0)
+                if not keys:
+                    continue
+                if table.x[keys[0]] is None:
+                    m, _ = mean_std(table.samples(keys[0], inst))
+                    ax.axhline(100 * m, color=f"C{c}", ls=":", label=names[s])
+                    continue
+                xs = [table.x[k] for k in keys]
+                ms = [mean_std(table.samples(k, inst)) for k in keys]
+                ax.errorbar(xs, [100 * m for m, _ in ms], yerr=[100 * sd for _, sd in ms], color=f"C{c}",
+                            marker="o", capsize=3, label=names[s])
+            if log_x:
+                ax.set_xscale("log")
+                ax.minorticks_off()
+            xs_all = sorted({table.x[k] for k in table.values if table.x[k] is not None})
+            ax.set_xticks(xs_all)
+            ax.set_xticklabels([f"{x:g}" for x in xs_all])
+            ax.set_xlabel(x_label)
+            ax.set_title(inst)
+        ax = axes[0][0]
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
