@@ -159,7 +159,8 @@ def test_sen12ms_missing_season(tmp_path):
 def test_skip_unreadable_warns_replaces_and_counts(ben, tmp_path):
     root, info = ben
     c = cfg("bigearthnet_v1", root, tmp_path, classes=CLS, paired=True, train_per_class=7)
-    bad = load_real(c)[1].split("train").ids[0]  # an 'Arable land' scene the subset does use
+    train = load_real(c)[1].split("train")
+    bad = train.ids[list(train.labels).index(CLS.index("Arable land"))]  # an 'Arable land' scene the subset uses
     (root / "BigEarthNet-v1.0" / bad / f"{bad}_B02.tif").write_bytes(b"garbage")
     with pytest.raises(DataError, match="corrupt"):  # default: fail loudly
         load_real(c)

@@ -240,7 +240,7 @@ def test_node_with_only_its_own_modality_gets_the_same_scenes(ben1, tmp_path):
 
 def test_short_class_raise_shrink_drop(ben1, tmp_path):
     big = dict(classes=BEN3, train_per_class=2, val_per_class=3, test_per_class=3)
-    with pytest.raises(DataError, match=r"class 'Arable land' has 12 single-label scenes.*need 8 each.*get only 6"):
+    with pytest.raises(DataError, match=r"class 'Arable land' has 12 single-label scenes.*need train/val/test s1 2/3/3, s2 2/3/3.*get only 6"):
         load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, **big), seed=0)
     with pytest.warns(UserWarning, match="shrunk this class"):
         insts = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, short_class="shrink", **big), seed=0)

@@ -48,7 +48,8 @@ def test_optical_spectra_follow_typical_signatures():
     rng = np.random.default_rng(0)
     bands = S2_BANDS
     b = {name: i for i, name in enumerate(bands)}
-    pure = lambda material: render_optical(np.full((10, 16, 16), material), bands, rng, 1.0).mean(axis=(0, 2, 3))  # noqa: E731
+    one = np.zeros((10, 16, 16), dtype=np.int64)  # one parcel per scene
+    pure = lambda material: render_optical(np.full((10, 16, 16), material), one, bands, rng, 1.0).mean(axis=(0, 2, 3))  # noqa: E731
     water, forest, urban, soil = pure(WATER), pure(1), pure(6), pure(4)
     assert water[b["B08"]] < 300 and water[b["B11"]] < 200  # water dark in NIR/SWIR
     assert forest[b["B07"]] > 2.5 * forest[b["B04"]]  # red-edge rise
@@ -56,15 +57,15 @@ def test_optical_spectra_follow_typical_signatures():
     spread = urban[[b[k] for k in ("B02", "B04", "B08", "B11")]]
     assert spread.max() / spread.min() < 1.8  # bright and flat
     assert soil[b["B02"]] < soil[b["B04"]] < soil[b["B08"]] < soil[b["B11"]]  # rising bare soil
-    forest_scenes = render_optical(material_maps(1, 20, 16, rng, mixing=0.0), bands, rng, 1.0).mean(axis=(0, 2, 3))
-    water_scenes = render_optical(material_maps(3, 20, 16, rng, mixing=0.0), bands, rng, 1.0).mean(axis=(0, 2, 3))
+    forest_scenes = render_optical(*material_maps(1, 20, 16, rng, mixing=0.0), bands, rng, 1.0).mean(axis=(0, 2, 3))
+    water_scenes = render_optical(*material_maps(3, 20, 16, rng, mixing=0.0), bands, rng, 1.0).mean(axis=(0, 2, 3))
     assert forest_scenes[b["B08"]] > 5 * water_scenes[b["B08"]]  # class scenes keep the contrast
 
 
 def test_sar_speckle_has_the_configured_equivalent_number_of_looks():
     rng = np.random.default_rng(0)
     maps = np.full((50, 32, 32), WATER)
-    db = render_sar(maps, ["VV"], rng, enl=4.4)[:, 0]
+    db = render_sar(maps, np.zeros_like(maps), ["VV"], rng, enl=4.4)[:, 0]
     lin = 10 ** (db / 10)
     # per scene, intensity mean^2 / var estimates the ENL (natural 1 dB texture lowers it a little)
     enl = (lin.mean(axis=(1, 2)) ** 2 / lin.var(axis=(1, 2))).mean()
@@ -93,3 +94,25 @@ def test_bad_synthetic_config_is_refused():
         load_synthetic(_data(bands={"s2": ["B02", "B13"]}), seed=0)
     with pytest.raises(DataError, match="classes"):
         load_synthetic(_data(classes=["a", "b"]), seed=0)
+
+
+def test_parcel_geometry_shows_in_both_sensors():
+    """Arable parcels vary crop stage and soil moisture parcel by parcel: the parcel map shows in the
+    optical NIR and, through speckle, in the SAR backscatter averaged over each parcel."""
+    rng = np.random.default_rng(1)
+    maps, seg = material_maps(0, 30, 32, rng, mixing=0.0)
+    nir = render_optical(maps, seg, ["B08"], rng, 1.0)[:, 0]
+    vh = render_sar(maps, seg, ["VH"], rng, enl=4.4)[:, 0]
+    for img in (nir, vh):
+        within, between = [], []
+        for i in range(len(seg)):
+            means = [img[i][seg[i] == p].mean() for p in np.unique(seg[i])]
+            between.append(np.std(means))
+            within.append(np.mean([img[i][seg[i] == p].std() / np.sqrt((seg[i] == p).sum()) for p in np.unique(seg[i])]))
+        assert np.mean(between) > 3 * np.mean(within)  # parcel means differ far beyond their noise
+
+
+def test_unrelated_objects_modality_shares_labels_not_meaning():
+    objects = load_synthetic(_data(modalities=["s1", "objects"]), seed=0)[1]
+    assert objects.bands == ["R", "G", "B"] and objects.classes == CLASSES
+    assert np.bincount(objects.split("train").labels).tolist() == [10] * len(CLASSES)

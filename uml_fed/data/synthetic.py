@@ -3,33 +3,41 @@
 Physical assumptions (each a simplification of real Sentinel-1/2 land-cover imagery):
 
 * **Scenes.** A scene is a 10 m-pixel map of seven surface materials (water, broad-leaved canopy,
-  coniferous canopy, green crop, bare soil, grass, impervious surface).  Each class is a land-cover
-  type with its own spatial composition: *Arable land* = oriented parcels of green crop and bare soil;
-  *Broad-leaved* / *Coniferous forest* = closed canopy with crown texture and grass gaps; *Marine
-  waters* = open water with an occasional coast; *Pastures* = grass with hedgerows of trees; *Urban
-  fabric* = a street grid of impervious blocks with gardens.  Like real patches labelled by their
-  dominant cover, every scene is mixed: a non-dominant cover occupies a random fraction (mean
-  ``mixing``) drawn from smooth Gaussian random fields.
+  coniferous canopy, green crop, bare soil, grass, impervious surface) and a map of the parcels,
+  fields, stands or blocks it is divided into.  Each class is a land-cover type with its own spatial
+  layout: *Arable land* = long parallel parcels, each green crop, bare soil or ley grass;
+  *Pastures* = irregular (Voronoi) grazed fields, a few cropped, bounded by hedgerows;
+  *Broad-leaved* / *Coniferous forest* = closed canopy in stands with grass gaps; *Marine waters* =
+  open water with an occasional coast; *Urban fabric* = a street grid of impervious blocks with
+  gardens.  Arable land and pastures share their materials: what tells them apart is the geometry of
+  the parcels, as in real imagery.  Like real patches labelled by their dominant cover, every scene
+  is mixed: a non-dominant cover occupies a random fraction (mean ``mixing``) drawn from smooth
+  Gaussian random fields.
 * **Sentinel-2-like optical (L2A reflectance x 10000, uint16 scale).**  Per-material surface
   reflectance spectra at the 13 MSI band centres follow typical signatures: water dark and falling to
   ~0 in NIR/SWIR; vegetation low red, red-edge rise (B05 -> B07) to a NIR plateau, SWIR water
   absorption (conifers darker than broadleaf); green crop the brightest NIR; bare soil rising
-  monotonically into SWIR; impervious surface bright and flat.  Per scene: illumination/atmosphere
-  gain (+-10 %), vegetation vigour (phenology scales the red-edge/NIR rise), soil moisture (darkens
-  soil).  Per pixel: material texture (crown shadows, roofs).  20 m bands are averaged over 2x2 pixels
+  monotonically into SWIR; impervious surface bright and flat.  Per parcel: vegetation vigour (crop
+  stage, grazing: scales the red-edge/NIR rise) and soil moisture (darkens soil), so parcel
+  boundaries show.  Per scene: illumination/atmosphere gain (+-10 %).  Per pixel: crown texture
+  (broad-leaved crowns wider than conifer crowns), roofs.  20 m bands are averaged over 2x2 pixels
   and 60 m bands over 4x4 (the coarser ground sampling), B10 (cirrus) is near zero at the surface.
   Sensor noise: Gaussian with sigma = 0.002 + reflectance / 150 (SNR ~150 at typical radiance),
   times ``snr_scale``.
 * **Sentinel-1-like SAR (VV, VH backscatter sigma0 in dB).**  Per-material mean sigma0: water very
   dark (specular; VV -21, VH -28 dB, +-3 dB with wind roughening), forest bright in VH (volume
-  scattering), crop/grass intermediate, bare soil dark-ish and moisture dependent, urban brightest in
-  VV (double bounce) with strong point scatterers.  Per scene: incidence-angle offset (N(0, 1) dB).
-  Per pixel: 1 dB natural heterogeneity, then multiplicative speckle: the linear intensity times a
-  Gamma(ENL, 1/ENL) variate (multi-looked intensity; ENL ~4.4 for IW GRD), then back to dB.
-  Spectrally similar covers (broadleaf/conifer, grass/crop) overlap strongly in backscatter and
-  speckle hides texture, so SAR is the weaker modality, as in the real archives.
+  scattering), crop/grass intermediate, bare soil dark-ish, urban brightest in VV (double bounce)
+  with strong point scatterers.  Per parcel: crop type / growth stage / row direction (1.5 dB), soil
+  moisture and roughness (2 dB), grazing (1 dB), so the parcel geometry the optical sensor sees is
+  in the backscatter too.  Per scene: incidence-angle offset (N(0, 1) dB).  Per pixel: 1 dB natural
+  heterogeneity, then multiplicative speckle: the linear intensity times a Gamma(ENL, 1/ENL) variate
+  (multi-looked intensity; ENL ~4.4 for IW GRD), then back to dB.  Broadleaf and conifer overlap in
+  backscatter and speckle hides texture, so SAR is the weaker modality, as in the real archives.
 * **Unpaired, semantically coherent.**  Every institution draws scenes from the same class-conditional
   distribution but with its own random stream: no scene is observed by two institutions.
+  ``data.paired=true`` renders the same scenes for every institution (the paired-data reference).
+* **An unrelated modality** (``objects``, Table 2's ImageNette role): RGB pictures of six shapes
+  whose label indices coincide with the land-cover classes but share none of their meaning.
 
 Everything is deterministic given ``seed`` and the institution's name.
 """
@@ -72,12 +80,15 @@ S1_SIGMA0_DB = np.array(
     [[-21.0, -28.0], [-7.5, -13.0], [-8.0, -13.8], [-10.0, -16.5], [-13.0, -21.0], [-11.5, -18.5], [-4.5, -11.0]]
 )
 
+OBJECT_BANDS = ["R", "G", "B"]
 SENSORS: dict[str, list[str]] = {
     "s1": S1_BANDS,
     "s2": [b for b in S2_BANDS if b != "B10"],  # 12 bands, as BigEarthNet's L2A patches
     "rgb": ["B04", "B03", "B02"],
+    "objects": OBJECT_BANDS,  # an UNRELATED modality (Table 2's ImageNette role): shapes, not land cover
 }
-SENSOR_KIND = {"s1": "sar", "s2": "optical", "rgb": "optical"}
+SENSOR_KIND = {"s1": "sar", "s2": "optical", "rgb": "optical", "objects": "objects"}
+BANDS_OF_KIND = {"sar": S1_BANDS, "optical": S2_BANDS, "objects": OBJECT_BANDS}
 
 
 def _stable_seed(*parts: object) -> list[int]:
@@ -265,7 +276,7 @@ def sensor_bands(sensor: str, data: DataConfig) -> list[str]:
     if sensor not in SENSORS:
         raise DataError(f"unknown modality {sensor!r}; the synthetic source has {sorted(SENSORS)}")
     bands = list(data.bands.get(sensor, SENSORS[sensor])) if data.bands else list(SENSORS[sensor])
-    allowed = S1_BANDS if SENSOR_KIND[sensor] == "sar" else S2_BANDS
+    allowed = BANDS_OF_KIND[SENSOR_KIND[sensor]]
     for b in bands:
         if b not in allowed:
             raise DataError(f"{b!r} is not a band of synthetic sensor {sensor!r} (bands: {allowed})")
@@ -297,11 +308,45 @@ def scenes(per_class: int, size: int, rng: np.random.Generator, mixing: float) -
     return np.concatenate([d[0] for d in drawn]), np.concatenate([d[1] for d in drawn]), labels
 
 
-def render(sensor: str, bands: list[str], maps: np.ndarray, seg: np.ndarray, rng: np.random.Generator,
-           data: DataConfig) -> np.ndarray:
-    """What one sensor records of the given scenes."""
-    if SENSOR_KIND[sensor] == "sar":
+def render_objects(labels: np.ndarray, bands: list[str], size: int, rng: np.random.Generator) -> np.ndarray:
+    """8-bit RGB-like pictures of one of six shapes (disc, square, triangle, ring, cross, stripes) per
+    label, at a random place, size, angle and colour on a textured background: a modality whose
+    classes share the label indices with the land-cover classes but none of their meaning."""
+    n = len(labels)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / (size - 1) * 2.0 - 1.0
+    cx, cy = (rng.uniform(-0.3, 0.3, n)[:, None, None] for _ in range(2))
+    radius = rng.uniform(0.35, 0.7, n)[:, None, None]
+    theta = rng.uniform(0.0, np.pi, n)[:, None, None]
+    u = ((xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)) / radius
+    v = (-(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)) / radius
+    r = np.hypot(u, v)
+    shapes = [
+        r < 1.0,
+        np.maximum(np.abs(u), np.abs(v)) < 0.8,
+        (v > -0.6) & (v < 1.0 - 1.8 * np.abs(u)),
+        (r > 0.55) & (r < 1.0),
+        ((np.abs(u) < 0.25) & (np.abs(v) < 1.0)) | ((np.abs(v) < 0.25) & (np.abs(u) < 1.0)),
+        np.sin(3.0 * np.pi * u) > 0.0,
+    ]
+    mask = np.choose(labels[:, None, None], shapes)
+    fg, bg = rng.uniform(0, 255, (n, 3)), rng.uniform(0, 255, (n, 3))
+    texture = 1.0 + 0.15 * smooth_field(rng, n, size, 2.0)
+    out = np.empty((n, len(bands), size, size), dtype=np.float32)
+    for c, b in enumerate(bands):
+        k = OBJECT_BANDS.index(b)
+        img = np.where(mask, fg[:, k, None, None], bg[:, k, None, None] * texture)
+        out[:, c] = np.clip(img + rng.normal(0.0, 8.0, img.shape), 0.0, 255.0)
+    return out
+
+
+def render(sensor: str, bands: list[str], maps: np.ndarray, seg: np.ndarray, labels: np.ndarray,
+           rng: np.random.Generator, data: DataConfig) -> np.ndarray:
+    """What one sensor records of the given scenes (the unrelated ``objects`` sensor ignores them)."""
+    kind = SENSOR_KIND[sensor]
+    if kind == "sar":
         return render_sar(maps, seg, bands, rng, data.enl)
+    if kind == "objects":
+        return render_objects(labels, bands, maps.shape[-1], rng)
     return render_optical(maps, seg, bands, rng, data.snr_scale)
 
 
@@ -334,7 +379,7 @@ def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list
                 rng = np.random.default_rng(_stable_seed(seed, name, split))
                 maps, seg, y = scenes(per_class, data.patch_size, rng, data.mixing)
                 ids = [f"{name}-{split}-{i}" for i in range(len(y))]
-            splits[split] = Split(render(sensor, bands, maps, seg, rng, data), y, ids)
+            splits[split] = Split(render(sensor, bands, maps, seg, y, rng, data), y, ids)
         inst = Institution(name=name, bands=bands, classes=list(CLASSES), splits=splits, source="synthetic")
         out.append(normalize_institution(inst))
     return out

@@ -29,7 +29,7 @@ def base_overrides(exp: Experiment, overrides: list[str]) -> tuple[list[str], st
     runner = load_config(overrides).runner
     if runner.scale == "cpu":
         return [*exp.cpu, *overrides], "cpu"
-    return [f"experiment={runner.dataset}_{exp.preset}", *overrides], runner.dataset
+    return [f"experiment={exp.preset.format(dataset=runner.dataset)}", *overrides], runner.dataset
 
 
 def run_experiment(name: str, overrides: list[str], log=print) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -83,6 +83,9 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
     diffs = rep.difference_tables(table, keys, labels)
     if diffs:
         lines += ["## Difference to the unimodal baseline (percentage points), same seed", "", diffs, ""]
+    if exp.matrix:
+        lines += ["## Change of the evaluated modality's accuracy with each supplementary modality (pp), "
+                  "mean ± std over seeds", "", rep.pair_matrix(table), ""]
     if exp.figure:
         rep.plot(table, exp.figure, out / "figure.png", LABELS, f"{exp.paper} ({meta['variant']})", exp.x_label,
                  exp.log_x)
@@ -95,7 +98,8 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
         "compute_s": compute_s,
         "institutions": table.institutions,
         "arms": {k: {"series": table.series[k], "x": table.x[k], "label": labels[k], "evaluation": table.evaluations[k],
-                     "test_acc": {str(s): v for s, v in table.values[k].items()}} for k in keys},
+                     "test_acc": {str(s): {**v, rep.MEAN: m} for (s, v), m in
+                                  zip(sorted(table.values[k].items()), table.samples(k, rep.MEAN))}} for k in keys},
         "runs": [{"arm": r.arm.key, "seed": r.seed, "dir": str(r.path), "reused": r.reused,
                   "run_s": r.results.get("run_s")} for r in runs],
     }

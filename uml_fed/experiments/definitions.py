@@ -33,9 +33,10 @@ class Experiment:
     paper: str  # the table or figure it reproduces
     question: str  # what it measures, one sentence
     arms: Callable[[Config, str], list[Arm]]  # arms for the base config of a scale (cpu | paper)
-    preset: str  # paper scale: configs/experiment/<dataset>_<preset>.yaml
+    preset: str  # paper scale: configs/experiment/<preset>.yaml, "{dataset}" = runner.dataset
     cpu: tuple[str, ...] = ()  # CPU scale: overrides of the embedded default
     figure: str | None = None  # bars | lines | None (table only)
+    matrix: bool = False  # report the pairwise "evaluated x supplementary" difference matrix (Table 2)
     x_label: str = ""
     log_x: bool = False
 
@@ -76,6 +77,14 @@ def _fig4(cfg: Config, scale: str) -> list[Arm]:
     return [*_refs(cfg, scale), *(Arm("fed", "federated", (f"fed.local_epochs={L}",), x=L) for L, _ in schedules)]
 
 
+def _table2(cfg: Config, scale: str) -> list[Arm]:
+    mods = list(cfg.data.modalities)
+    pairs = [(a, b) for i, a in enumerate(mods) for b in mods[i + 1 :]]
+    return [Arm("unimodal", "unimodal")] + [
+        Arm(f"uml [{a}+{b}]", "uml", (f"data.modalities=[{a},{b}]",)) for a, b in pairs
+    ]
+
+
 def _depth(cfg: Config, scale: str) -> list[Arm]:
     arms = [Arm("unimodal", "unimodal")]
     for p in range(9):
@@ -90,18 +99,21 @@ EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         Experiment("table3", "Table 3", "UML against the unimodal baseline and the paired-data reference (and "
-                   "federated UML at L = 5), per modality and mean", _table3, "bimodal_lowdata"),
+                   "federated UML at L = 5), per modality and mean", _table3, "{dataset}_bimodal_lowdata"),
         Experiment("fig2a", "Figure 2a", "fine-grained collaboration: every band its own institution", _fig2,
-                   "finegrained_lowdata", cpu=("experiment=synthetic_per_band",), figure="bars"),
+                   "{dataset}_finegrained_lowdata", cpu=("experiment=synthetic_per_band",), figure="bars"),
         Experiment("fig2b", "Figure 2b", "bi-modal collaboration: S1 and the optical sensor", _fig2b,
-                   "bimodal_lowdata", figure="bars"),
+                   "{dataset}_bimodal_lowdata", figure="bars"),
         Experiment("fig3", "Figure 3", "training size x {UML, UML with ordinary BN, unimodal}", _fig3,
-                   "bimodal_full", figure="lines", x_label="training samples per class"),
+                   "{dataset}_bimodal_full", figure="lines", x_label="training samples per class"),
         Experiment("fig4", "Figure 4", "federated UML over R x L = budget schedules, with the centralized and "
-                   "unimodal references", _fig4, "bimodal_lowdata", figure="lines", x_label="local epochs L",
+                   "unimodal references", _fig4, "{dataset}_bimodal_lowdata", figure="lines", x_label="local epochs L",
                    log_x=True),
+        Experiment("table2", "Table 2", "related vs unrelated auxiliary modality: accuracy change of each "
+                   "modality when trained with each other one", _table2, "unrelated_auxiliary",
+                   cpu=("data.modalities=[s1,s2,objects]",), matrix=True),
         Experiment("projection-depth", "Figure 7", "projection depth P = 0..8 blocks, with and without BN "
                    "calibration (paper scale: fine-grained, as Figure 7; CPU scale: bi-modal)", _depth,
-                   "finegrained_lowdata", figure="lines", x_label="projection blocks P"),
+                   "{dataset}_finegrained_lowdata", figure="lines", x_label="projection blocks P"),
     )
 }

@@ -41,7 +41,6 @@ class Table:
                     table.evaluations[run.arm.key] = entry[arm]["reported"]
                     if run.arm.method != "paired" and inst not in institutions:
                         institutions.append(inst)
-            per_inst[MEAN] = statistics.fmean(per_inst.values())
             table.values.setdefault(run.arm.key, {})[run.seed] = per_inst
             table.series[run.arm.key] = run.arm.series
             table.x[run.arm.key] = run.arm.x
@@ -51,13 +50,22 @@ class Table:
         return sorted(self.values[key])
 
     def samples(self, key: str, inst: str) -> list[float]:
-        return [self.values[key][s][inst] for s in self.seeds(key) if inst in self.values[key][s]]
+        """Per seed: the institution's accuracy, or (``mean``) the mean over the run's institutions."""
+        runs = [self.values[key][s] for s in self.seeds(key)]
+        if inst == MEAN:
+            return [statistics.fmean(r.values()) for r in runs]
+        return [r[inst] for r in runs if inst in r]
 
     def diff(self, key: str, ref: str, inst: str) -> list[float]:
-        """Per-seed paired difference ``key - ref`` (same seed = same data and initialisation)."""
-        common = sorted(set(self.values[key]) & set(self.values[ref]))
-        return [self.values[key][s][inst] - self.values[ref][s][inst] for s in common
-                if inst in self.values[key][s] and inst in self.values[ref][s]]
+        """Per-seed paired difference ``key - ref`` (same seed = same data and initialisation); for
+        ``mean``, the mean difference over the institutions both runs have."""
+        out = []
+        for s in sorted(set(self.values[key]) & set(self.values[ref])):
+            a, b = self.values[key][s], self.values[ref][s]
+            both = [i for i in a if i in b] if inst == MEAN else [inst] if inst in a and inst in b else []
+            if both:
+                out.append(statistics.fmean(a[i] - b[i] for i in both))
+        return out
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -192,3 +200,16 @@ def plot(table: Table, kind: str, path: Path, names: dict[str, str], title: str,
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def pair_matrix(table: Table) -> str:
+    """Table 2: rows = evaluated institution, columns = supplementary one; cells = UML(pair) - unimodal."""
+    insts = table.institutions
+    rows = []
+    for ev in insts:
+        cells = []
+        for sup in insts:
+            key = next((k for k in table.values if table.series[k] in (f"uml [{ev}+{sup}]", f"uml [{sup}+{ev}]")), None)
+            cells.append("-" if ev == sup or key is None else pct(table.diff(key, "unimodal", ev), signed=True))
+        rows.append([ev, *cells])
+    return markdown_table(["evaluated \\ supplementary", *insts], rows)
