@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .config import Config
 from .data import Institution, Split, canonical_order, load_institutions
 from .evaluation import calibrate_and_evaluate, split_tensors
+from .methods import Method, build_method
 from .model import ModalityModel, UMLModel, build_unimodal
 from .results import RunDir, summary_table
 from .train import (
@@ -48,8 +49,9 @@ def fit(
     device: torch.device,
     run: RunDir | None,
     phase: str,
+    method: Method | None = None,
 ) -> tuple[dict[str, ModalityModel], dict[str, int]]:
-    """Train ``model`` on all its modalities with Algorithm 1.
+    """Train ``model`` on all its modalities with Algorithm 1 (or ``method``'s objective).
 
     Returns each modality's selected model and the epoch it was selected at.
     """
@@ -60,14 +62,16 @@ def fit(
         x, y = split_tensors(by_name[m], "train")
         streams[m] = BatchStream(x, y, t.batch_size, seeded_generator(cfg.seed, phase, m, "batches"), device)
     val = {m: split_tensors(by_name[m], "val") for m in model.modalities}
-    optimizer = make_optimizer(model, t.lr, t.weight_decay)
+    method = method if method is not None else Method(cfg.method, model)
+    optimizer = make_optimizer(torch.nn.ModuleList([model, method.to(device)]), t.lr, t.weight_decay)
     best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
     bar = tqdm(range(t.epochs), desc=phase, disable=not t.progress, leave=False, dynamic_ncols=True)
     for epoch in bar:
         lr = step_lr(t.lr, epoch, t.lr_step, t.lr_gamma)
         set_lr(optimizer, lr)
         tic = time.perf_counter()
-        metrics = train_one_epoch(model, streams, optimizer, where=f"({phase}, epoch {epoch})")
+        metrics = train_one_epoch(model, streams, optimizer, where=f"({phase}, epoch {epoch})", method=method,
+                                  progress=(epoch / t.epochs, (epoch + 1) / t.epochs))
         train_s = time.perf_counter() - tic
         row: dict[str, Any] = {"phase": phase, "epoch": epoch, "lr": lr, "train_s": train_s, **metrics}
         for m in model.modalities:
@@ -103,11 +107,11 @@ def _prepare(cfg: Config, institutions: list[Institution] | None) -> tuple[torch
 
 def _train_and_evaluate(
     arm: str, model: UMLModel, institutions: list[Institution], cfg: Config, device: torch.device, run: RunDir,
-    results: dict[str, Any],
+    results: dict[str, Any], method: Method | None = None,
 ) -> None:
     """Fit ``model``, then calibrate + evaluate every selected modality model into ``results``."""
     phase = arm if len(model.modalities) > 1 else f"{arm}/{model.modalities[0]}"
-    selected, epochs = fit(model, institutions, cfg, device, run, phase)
+    selected, epochs = fit(model, institutions, cfg, device, run, phase, method)
     for inst in institutions:
         r = calibrate_and_evaluate(
             selected[inst.name], inst, cfg, device, seeded_generator(cfg.seed, "calibrate", arm, inst.name),
@@ -128,12 +132,16 @@ def _finish(results: dict[str, Any], run: RunDir, start: float) -> dict[str, Any
 
 
 def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict) -> None:
-    """Algorithm 1 over all institutions, then Algorithm 2 per institution."""
+    """Algorithm 1 (or ``cfg.method``'s objective) over all institutions, then Algorithm 2 per institution.
+
+    The results arm is the method's name (``uml``, ``dann``, ...)."""
     tic = time.perf_counter()
     seed_everything(cfg.seed)
     model = UMLModel({i.name: i.in_channels for i in institutions}, len(institutions[0].classes), cfg.model)
-    _train_and_evaluate("uml", model.to(device), institutions, cfg, device, run, results)
-    results["uml_s"] = time.perf_counter() - tic
+    method = build_method(cfg.method, model)
+    _train_and_evaluate(method.name, model.to(device), institutions, cfg, device, run, results, method)
+    results["method"] = method.name
+    results[f"{method.name}_s"] = time.perf_counter() - tic
 
 
 def unimodal_arm(cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict,

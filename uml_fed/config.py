@@ -103,9 +103,15 @@ class FedConfig:
 
 
 @dataclass
+class MethodConfig:
+    name: str = "uml"  # uml (the paper) | a comparison baseline (configs/method/); choose with method=<name>
+
+
+@dataclass
 class RunnerConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # `uml-fed experiment`: seeds of every arm
     root: str = "outputs/experiments"  # runs (runs/) and reports (<experiment>/<variant>/); relative = to the cwd
+    report_root: str = ""  # where reports go instead (e.g. docs/results); "" = root. Runs always stay under root
     scale: str = "cpu"  # cpu = embedded synthetic data, CPU-sized model/schedule | paper = a real archive, Table 7 (GPU)
     dataset: str = "bigearthnet"  # paper scale: bigearthnet | sen12ms | eurosat_s1_rgb (configs/experiment presets)
 
@@ -116,6 +122,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fed: FedConfig = field(default_factory=FedConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     seed: int = 0  # fixes data generation/subsets, initialisation and batch order
     name: str = "default"  # experiment name, used in run directory names

@@ -105,9 +105,15 @@ class Backbone(nn.Module):
         self.blocks = nn.Sequential(*(BasicBlock(i, p, s, cfg.track_running_stats) for i, p, s in specs))
         self.fc = nn.Linear(cfg.width * 8, num_classes)
 
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """The pooled representation (N x 8 * width) the classifier sees."""
+        return torch.flatten(F.adaptive_avg_pool2d(self.blocks(z), 1), 1)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = self.blocks(z)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(z, 1), 1))
+        return self.head(self.features(z))
 
 
 class ModalityModel(nn.Module):
@@ -150,6 +156,10 @@ class UMLModel(nn.Module):
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         return self.backbone(self.projection(modality)(x))
+
+    def features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Pooled features of modality ``modality`` (input of the shared classifier)."""
+        return self.backbone.features(self.projection(modality)(x))
 
     def modality_model(self, modality: str) -> ModalityModel:
         """A view of h_k sharing this model's modules (deep-copy it before changing BN state)."""

@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from .model import BACKBONE_PREFIX, UMLModel
+
+if TYPE_CHECKING:
+    from .methods import Method
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -118,31 +121,37 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     proximal: Proximal | None = None,
     where: str = "",
+    method: "Method | None" = None,
+    progress: tuple[float, float] = (0.0, 1.0),
 ) -> dict[str, float]:
     """One epoch of Algorithm 1 (K modalities) or of local training (K = 1).
 
-    Returns averaged metrics: ``loss`` (the optimised objective without the proximal term) and
-    ``loss/<modality>``, ``acc/<modality>`` (training accuracy), ``samples/<modality>``.  Running sums
-    stay on the device; the host reads them once, at the end of the epoch.
+    Each step draws one mini-batch per modality and minimises ``method``'s loss (default: the mean
+    of the per-modality cross-entropies).  ``progress`` is the (start, end) fraction of the whole run
+    this epoch covers (for a method's schedules).  Returns averaged metrics: ``loss`` (mean of the
+    per-modality cross-entropies) and ``loss/<modality>``, ``acc/<modality>`` (training accuracy),
+    ``samples/<modality>``.  Running sums stay on the device; the host reads them once per epoch.
     """
+    from .methods import Method
+
+    method = method if method is not None else Method(None, model)  # type: ignore[arg-type]
     model.train()
     mods = list(streams)
     device = next(model.parameters()).device
     loss_sum = torch.zeros(len(mods), device=device)
     correct = torch.zeros(len(mods), device=device, dtype=torch.long)
     seen = [0] * len(mods)
-    for _ in range(steps_per_epoch(streams)):
+    steps = steps_per_epoch(streams)
+    for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        losses = []
+        batches = {m: next(streams[m]) for m in mods}
+        out = method.loss(model, batches, progress[0] + (progress[1] - progress[0]) * step / steps)
         for i, m in enumerate(mods):
-            x, y = next(streams[m])
-            logits = model(x, m)
-            loss_m = F.cross_entropy(logits, y)
-            losses.append(loss_m)
-            loss_sum[i] += loss_m.detach() * y.shape[0]
-            correct[i] += (logits.detach().argmax(1) == y).sum()
+            y = batches[m][1]
+            loss_sum[i] += out.ce[m].detach() * y.shape[0]
+            correct[i] += (out.logits[m].detach().argmax(1) == y).sum()
             seen[i] += int(y.shape[0])
-        loss = torch.stack(losses).mean()
+        loss = out.total
         if proximal is not None and proximal.mu > 0:
             loss = loss + proximal.penalty(model)
         loss.backward()

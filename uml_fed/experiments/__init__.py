@@ -11,6 +11,7 @@ where the paper has a figure.
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from pathlib import Path
@@ -43,7 +44,8 @@ def run_experiment(name: str, overrides: list[str], log=print) -> dict[str, Any]
     arms = exp.arms(cfg, cfg.runner.scale)
     root = Path(cfg.runner.root).expanduser().resolve()
     runs = [run_arm(arm, seed, base, root, log) for seed in cfg.runner.seeds for arm in arms]
-    out = root / name / variant
+    reports = Path(cfg.runner.report_root).expanduser().resolve() if cfg.runner.report_root else root
+    out = reports / name / variant
     out.mkdir(parents=True, exist_ok=True)
     payload = write_report(exp, runs, out, {
         "command": shlex.join(["uml-fed", "experiment", name, *overrides]),
@@ -53,8 +55,24 @@ def run_experiment(name: str, overrides: list[str], log=print) -> dict[str, Any]
         "machine": machine(),
         "this_invocation_s": time.perf_counter() - start,
     })
+    write_index(reports)
     log(f"[experiment] report: {out / 'report.md'}")
     return payload
+
+
+def write_index(reports: Path) -> Path:
+    """``<reports>/README.md``: every report found there, with its command and headline numbers."""
+    lines = ["# Experiment reports", "",
+             "Written by `uml-fed experiment` from stored runs; each report says the command that made it.", ""]
+    for path in sorted(reports.glob("*/*/report.json")):
+        r = json.loads(path.read_text())
+        rel = path.parent.relative_to(reports).as_posix()
+        lines += [f"## [{r['paper']} ({r['variant']})]({rel}/report.md)", "", f"`{r['command']}`", "",
+                  f"Seeds {r['seeds']}, code `{r['code']}`, {r['compute_s'] / 60:.0f} min of training on "
+                  f"{r['machine']['platform']} ({r['machine']['cpus']} threads, GPU: {r['machine']['cuda'] or 'none'}).", ""]
+    index = reports / "README.md"
+    index.write_text("\n".join(lines))
+    return index
 
 
 def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +84,9 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
     lines = [
         f"# {exp.paper}: {exp.question}",
         "",
-        f"Written by `{meta['command']}` from {len(runs)} stored runs (seeds {meta['seeds']}, code "
-        f"`{meta['code']}`); do not edit by hand.",
+        f"Written by `{meta['command']}` from {len(runs)} stored runs (seeds {meta['seeds']}; package source "
+        f"of the runs: {', '.join(f'`{c}`' for c in sorted({r.results.get('code', '?') for r in runs}))}); "
+        "do not edit by hand.",
         "",
         f"Machine: {meta['machine']['platform']}, {meta['machine']['cpus']} torch threads, "
         f"torch {meta['machine']['torch']}, GPU: {meta['machine']['cuda'] or 'none'}. "

@@ -33,7 +33,7 @@ class Table:
         institutions: list[str] = []
         table = cls(institutions)
         for run in runs:
-            arm = RESULT_ARM[run.arm.method]
+            arm = run.results.get("method", "uml") if run.arm.method == "uml" else RESULT_ARM[run.arm.method]
             per_inst = {}
             for inst, entry in run.results["modalities"].items():
                 if arm in entry:

@@ -2,11 +2,10 @@
 
 Run directories are content-addressed: ``<runner.root>/runs/<method>-<key>/`` where the key hashes the
 method, the fully resolved config (minus where/how it runs: output directory, device, threads,
-progress bars) and the source code of the package that produces the numbers.  So
-
-* a finished run is never redone: an interrupted experiment continues where it stopped, and two
-  experiments that need the same run (Table 3 and Figure 2b both need UML at the default size) share it;
-* a code change that could move a number gives new keys, so a report never mixes code versions.
+progress bars) and :data:`NUMERICS`.  So a finished run is never redone: an interrupted experiment
+continues where it stopped, and two experiments that need the same run (Table 3 and Figure 2b both
+need UML at the default size) share it.  Every run also records the fingerprint of the package
+source it ran with, and a report lists the fingerprints of its runs.
 
 A run is finished when its ``results.json`` exists; a directory without one is an interrupted run
 and is started again from scratch.
@@ -31,6 +30,9 @@ from ..config import Config, ConfigError, load_config, num_rounds
 from ..data import institution_names
 
 PACKAGE = Path(__file__).resolve().parents[1]
+# Bump when a change can move any number of any run (training, data generation, evaluation): stored
+# runs of the previous version are then never reused.
+NUMERICS = 2
 # where/how a run executes, not what it computes: left out of the run key
 VOLATILE = {
     "output_dir": None,
@@ -56,18 +58,15 @@ class Arm:
 
 
 def code_fingerprint() -> str:
-    """Hash of the package sources that produce the numbers (experiment reporting and the CLI excluded)."""
+    """Hash of the package's source files (recorded with every run and report)."""
     h = hashlib.sha1()
     for p in sorted(PACKAGE.rglob("*.py")):
-        rel = p.relative_to(PACKAGE).as_posix()
-        if rel.startswith("experiments/") or rel == "cli.py":
-            continue
-        h.update(rel.encode())
+        h.update(p.relative_to(PACKAGE).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
 
 
-def run_key(method: str, cfg: Config, code: str) -> str:
+def run_key(method: str, cfg: Config) -> str:
     content = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     for section, fields in VOLATILE.items():
         if fields is None:
@@ -75,7 +74,7 @@ def run_key(method: str, cfg: Config, code: str) -> str:
         else:
             for f in fields:
                 content[section].pop(f, None)
-    blob = json.dumps({"method": method, "config": content, "code": code}, sort_keys=True)
+    blob = json.dumps({"method": method, "config": content, "numerics": NUMERICS}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -155,7 +154,7 @@ def run_arm(arm: Arm, seed: int, base: list[str], root: Path, log: Callable[[str
         raise ConfigError(f"unknown method {arm.method!r}; known: {sorted(METHODS)}")
     overrides = [*base, *arm.overrides, f"seed={seed}"]
     cfg = load_config(overrides)
-    key = run_key(arm.method, cfg, code_fingerprint())
+    key = run_key(arm.method, cfg)
     path = root / "runs" / f"{arm.method}-{key}"
     done = path / "results.json"
     if done.is_file():
@@ -172,5 +171,6 @@ def run_arm(arm: Arm, seed: int, base: list[str], root: Path, log: Callable[[str
     tic = time.perf_counter()
     results = METHODS[arm.method](cfg, overrides)
     results["run_s"] = time.perf_counter() - tic
+    results["code"] = code_fingerprint()
     done.write_text(json.dumps(results, indent=2))
     return Run(arm, seed, path, results, reused=False)
