@@ -2,7 +2,8 @@
 
 Run directories are content-addressed: ``<runner.root>/runs/<method>-<key>/`` where the key hashes the
 method, the fully resolved config (minus where/how it runs: output directory, device, threads,
-progress bars) and :data:`NUMERICS`.  So a finished run is never redone: an interrupted experiment
+progress bars; minus every field left at its schema default, so that a new option that keeps the old
+behaviour by default does not invalidate stored runs) and :data:`NUMERICS`.  So a finished run is never redone: an interrupted experiment
 continues where it stopped, and two experiments that need the same run (Table 3 and Figure 2b both
 need UML at the default size) share it.  Every run also records the fingerprint of the package
 source it ran with, and a report lists the fingerprints of its runs.
@@ -30,8 +31,8 @@ from ..config import Config, ConfigError, load_config, num_rounds
 from ..data import institution_names
 
 PACKAGE = Path(__file__).resolve().parents[1]
-# Bump when a change can move any number of any run (training, data generation, evaluation): stored
-# runs of the previous version are then never reused.
+# Bump when a change can move any number of any run (training, data generation, evaluation, or a
+# schema default): stored runs of the previous version are then never reused.
 NUMERICS = 2
 # where/how a run executes, not what it computes: left out of the run key
 VOLATILE = {
@@ -66,14 +67,25 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
+def _non_default(value: Any, default: Any) -> Any:
+    """``value`` without the (nested) entries equal to ``default``."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        out = {k: _non_default(v, default.get(k)) for k, v in value.items() if k not in default or v != default[k]}
+        return {k: v for k, v in out.items() if v != {}}
+    return value
+
+
 def run_key(method: str, cfg: Config) -> str:
-    content = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    content = _non_default(
+        OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
+        OmegaConf.to_container(OmegaConf.structured(Config()), resolve=True),
+    )
     for section, fields in VOLATILE.items():
         if fields is None:
             content.pop(section, None)
         else:
             for f in fields:
-                content[section].pop(f, None)
+                content.get(section, {}).pop(f, None)
     blob = json.dumps({"method": method, "config": content, "numerics": NUMERICS}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
