@@ -1,4 +1,4 @@
-"""Flower ServerApp: backbone-only FedAvg/FedProx over R rounds of L local epochs, then a final
+"""Flower ServerApp: backbone-only FedAvg/FedProx/... over R rounds of L local epochs, then a final
 client-side BN-calibration round (Algorithm 3 + Algorithm 2)."""
 
 from flwr.app import Context
@@ -12,6 +12,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    # 1. read config (flat run config -> typed Hydra schema)  2. run Algorithm 3 + calibration round
+    # 1. read config (flat run config -> typed Hydra schema, validated before any institution loads data)
+    # 2. run Algorithm 3 + the calibration round
     cfg, institutions = server_config(context.run_config)
     run_federated(grid, cfg, institutions)

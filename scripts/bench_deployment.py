@@ -6,7 +6,7 @@ Runs the same federated job twice, one after the other on this machine:
   * simulation: `flwr run` on a private local SuperLink, Ray, one SuperNode per institution
     (``uml_fed.federated.launch.flwr_run``, 1 CPU per client);
   * deployment: a SuperLink and one SuperNode per institution as separate processes on 127.0.0.1,
-    TLS + SuperNode authentication, submitted with `flwr run` (``uml_fed.federated.deployment``).
+    TLS + SuperNode authentication, submitted with `flwr run` (``tests/harness/deployment.py``).
 Per round (server side, rounds.jsonl): round time (send -> all replies aggregated), the slowest client's
 local-training time and overhead = round time - that; plus the calibration round and wall times.
 Round 1 also pays process start-up, so it is reported apart from rounds 2..R.
@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from uml_fed.federated.deployment import LocalDeployment
 from uml_fed.federated.launch import flwr_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness.deployment import LocalDeployment  # noqa: E402  (a test tool, not part of the package)
 
 
 def summarise(out: Path, wall_s: float) -> dict:

@@ -1,6 +1,6 @@
 """docker/compose.yaml agrees with the tested deployment scripts (no Docker engine needed).
 
-The scripts in deploy/ and :mod:`uml_fed.federated.deployment` are exercised by real runs
+The scripts in deploy/ and :mod:`harness.deployment` (tests/harness) are exercised by real runs
 (tests/test_deployment.py); these tests make sure the compose file starts the same components with the
 same port, TLS / authentication flags, node-config keys and Flower / torch versions.
 """
@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from uml_fed.federated.deployment import LocalDeployment
+from harness.deployment import LocalDeployment
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
@@ -85,8 +85,8 @@ def test_supernodes_connect_with_tls_and_their_own_key_and_the_script_node_confi
             assert flag in sn and flag in script("start-supernode.sh") and flag in launcher.supernode_command(m, m)
         assert Path(sn["--auth-supernode-private-key"]).name == f"supernode-{m}"
         cfg = node_config(sn["--node-config"])
-        assert set(cfg) == script_keys == {"modality", "output-dir", "data-path"}
-        assert cfg["modality"] == m and cfg["output-dir"].startswith("/") and cfg["data-path"].startswith("/")
+        assert set(cfg) == script_keys == {"institution", "output-dir", "data-path"}
+        assert cfg["institution"] == m and cfg["output-dir"].startswith("/") and cfg["data-path"].startswith("/")
         # the ClientApp (process isolation) reaches this SuperNode and holds the data, read-only
         app = flags(f"clientapp-{m}")
         assert app["--runtime-api-address"] == f"supernode-{m}:{sn['--port']}" and sn["--host"] == "0.0.0.0"

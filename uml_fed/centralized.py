@@ -31,13 +31,14 @@ from .model import ModalityModel, UMLModel, build_unimodal
 from .results import RunDir, summary_table
 from .train import (
     BatchStream,
+    Selection,
     evaluate,
+    lr_at,
     make_optimizer,
     resolve_device,
     seed_everything,
     seeded_generator,
     set_lr,
-    step_lr,
     train_one_epoch,
 )
 
@@ -64,10 +65,10 @@ def fit(
     val = {m: split_tensors(by_name[m], "val") for m in model.modalities}
     method = method if method is not None else Method(cfg.method, model)
     optimizer = make_optimizer(torch.nn.ModuleList([model, method.to(device)]), t.lr, t.weight_decay)
-    best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
+    selection = {m: Selection(t.select_after) for m in model.modalities}
     bar = tqdm(range(t.epochs), desc=phase, disable=not t.progress, leave=False, dynamic_ncols=True)
     for epoch in bar:
-        lr = step_lr(t.lr, epoch, t.lr_step, t.lr_gamma)
+        lr = lr_at(t, epoch)
         set_lr(optimizer, lr)
         tic = time.perf_counter()
         metrics = train_one_epoch(model, streams, optimizer, where=f"({phase}, epoch {epoch})", method=method,
@@ -76,20 +77,18 @@ def fit(
         row: dict[str, Any] = {"phase": phase, "epoch": epoch, "lr": lr, "train_s": train_s, **metrics}
         for m in model.modalities:
             row[f"val_acc/{m}"] = evaluate(model, *val[m], device, t.eval_batch_size, modality=m)["acc"]
-            if epoch >= t.select_after and row[f"val_acc/{m}"] > best.get(m, (-1.0,))[0]:
-                state = {k: v.detach().clone() for k, v in model.modality_model(m).state_dict().items()}
-                best[m] = (row[f"val_acc/{m}"], epoch, state)
+            selection[m].offer(epoch + 1, row[f"val_acc/{m}"], epoch, model.modality_model(m).state_dict)
         if run is not None:
             run.log(row)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{m: f"{row[f'val_acc/{m}']:.2f}" for m in model.modalities})
     selected, epochs = {}, {}
-    for m in model.modalities:
+    for m, sel in selection.items():
         mm = copy.deepcopy(model.modality_model(m))
-        if m in best:
-            mm.load_state_dict(best[m][2])
-        selected[m], epochs[m] = mm, best[m][1] if m in best else t.epochs - 1
+        if sel.state is not None:
+            mm.load_state_dict(sel.state)
+        selected[m], epochs[m] = mm, sel.best_at if sel.state is not None else t.epochs - 1
         if run is not None:
-            run.log({"phase": phase, "selected": m, "epoch": epochs[m], "val_acc": best[m][0] if m in best else None})
+            run.log({"phase": phase, "selected": m, "epoch": epochs[m], "val_acc": sel.best_acc if sel.state else None})
     return selected, epochs
 
 

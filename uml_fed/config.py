@@ -24,6 +24,7 @@ class ConfigError(ValueError):
 
 
 SPLIT_SIZE_KEYS = ("train_per_class", "val_per_class", "test_per_class")
+STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg")
 
 
 @dataclass
@@ -90,12 +91,17 @@ class FedConfig:
     rounds: int = 0  # R; 0 = train.epochs // local_epochs
     strategy: str = "fedavg"  # fedavg | fedprox | fedavgm | fedadam | fedyogi | fedadagrad | fedmedian | fedtrimmedavg
     proximal_mu: float = 0.0  # FedProx mu (> 0 adds mu/2 ||theta - theta_global||^2 on the backbone)
-    weighting: str = "uniform"  # uniform = 1/K as in the paper | num_examples = Flower's default
+    weighting: str = "uniform"  # uniform = 1/K per institution (paper) | num_examples (Flower's default) | modality = 1/M per modality
+    projection_sharing: str = "none"  # none = projections strictly private (paper) | modality = averaged among institutions of one modality
     keep_optimizer_state: bool = True  # clients keep AdamW moments across rounds (in their private state)
-    fraction_train: float = 1.0  # fraction of nodes sampled per round
-    min_nodes: int = 0  # institutions that must be connected for a round; 0 = all (wait for a lost one)
+    fraction_train: float = 1.0  # fraction of institutions sampled per round (seeded)
+    min_nodes: int = 0  # 0 = every institution takes part in every round (a lost one is waited for); N = go on with >= N replies
+    handshake_timeout: float = 120.0  # seconds to wait for every institution to connect and describe itself
     round_timeout: float = 3600.0  # seconds the server waits for a round's replies
-    min_replies: int = 1  # a round is aggregated when at least this many replies arrive
+    rejoin_timeout: float = 600.0  # min_nodes=0: seconds to wait for a lost institution to come back, then the run fails
+    poll_interval: float = 0.1  # seconds between the server's pulls for replies
+    error_detail: str = "auto"  # what a failing client tells the server: full | type (error type + code) | auto = type when deployed
+    tensorboard: bool = False  # per-round metrics to <run>/tensorboard (needs the tensorboard extra)
     sweep_local_epochs: list[int] = field(default_factory=lambda: [2, 5, 10, 25, 50])  # L values of a sweep
     client_cpus: int = 1  # Ray simulation: CPUs per client (whole CPUs)
     client_gpus: float = 0.0  # Ray simulation: GPUs per client (fractions share a GPU)
@@ -190,8 +196,23 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.bn_cal_epochs={t.bn_cal_epochs} must be >= 0")
     if f.local_epochs < 1:
         raise ConfigError(f"fed.local_epochs={f.local_epochs} must be >= 1")
-    if f.weighting not in ("uniform", "num_examples"):
-        raise ConfigError(f"fed.weighting={f.weighting!r} must be 'uniform' or 'num_examples'")
+    choices = {"strategy": STRATEGY_NAMES, "weighting": ("uniform", "num_examples", "modality"),
+               "projection_sharing": ("none", "modality"), "error_detail": ("auto", "full", "type")}
+    for key, allowed in choices.items():
+        if getattr(f, key) not in allowed:
+            raise ConfigError(f"fed.{key}={getattr(f, key)!r} must be one of {list(allowed)}")
+    if f.proximal_mu < 0 or (f.proximal_mu > 0 and f.strategy != "fedprox"):
+        raise ConfigError(f"fed.proximal_mu={f.proximal_mu} must be >= 0 and is only used by fed.strategy=fedprox")
+    if not 0 < f.fraction_train <= 1:
+        raise ConfigError(f"fed.fraction_train={f.fraction_train} must be in (0, 1]")
+    for key in ("handshake_timeout", "round_timeout", "rejoin_timeout", "poll_interval"):
+        if getattr(f, key) <= 0:
+            raise ConfigError(f"fed.{key}={getattr(f, key)} must be > 0 seconds")
+    if f.min_nodes < 0:
+        raise ConfigError(f"fed.min_nodes={f.min_nodes} must be >= 0 (0 = all institutions)")
+    if t.lr <= 0 or t.weight_decay < 0 or not 0 < t.lr_gamma <= 1:
+        raise ConfigError(f"train.lr={t.lr}, train.weight_decay={t.weight_decay}, train.lr_gamma={t.lr_gamma}: "
+                          "need lr > 0, weight_decay >= 0, 0 < lr_gamma <= 1")
     if cfg.runner.scale not in ("cpu", "paper"):
         raise ConfigError(f"runner.scale={cfg.runner.scale!r} must be 'cpu' or 'paper'")
     if cfg.runner.dataset not in ("bigearthnet", "sen12ms", "eurosat_s1_rgb"):

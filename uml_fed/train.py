@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .model import BACKBONE_PREFIX, UMLModel
 
 if TYPE_CHECKING:
+    from .config import TrainConfig
     from .methods import Method
 
 
@@ -198,9 +199,29 @@ def evaluate(
     return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
 
 
-def step_lr(base_lr: float, epoch: int, step: int, gamma: float) -> float:
-    """StepLR's learning rate for a 0-based global epoch (centralized epochs and federated local epochs)."""
-    return base_lr * gamma ** math.floor(epoch / step)
+def lr_at(train: "TrainConfig", epoch: int) -> float:
+    """StepLR's learning rate at a 0-based global epoch (a centralized epoch, or a federated client's
+    local epoch (r - 1) * L + l): ``lr * lr_gamma ** floor(epoch / lr_step)``."""
+    return train.lr * train.lr_gamma ** math.floor(epoch / train.lr_step)
+
+
+@dataclass
+class Selection:
+    """Table 7's model selection: the weights of the best validation accuracy among the states with
+    more than ``after`` epochs of training done (``train.select_after``); ``at`` is the epoch or round
+    the state belongs to.  Without any qualifying state the final model is used."""
+
+    after: int
+    best_acc: float = -1.0
+    best_at: int = -1
+    state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, epochs_done: int, acc: float, at: int, state: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        if epochs_done <= self.after or acc <= self.best_acc:
+            return False
+        self.best_acc, self.best_at = float(acc), int(at)
+        self.state = {k: v.detach().clone() for k, v in state().items()}
+        return True
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

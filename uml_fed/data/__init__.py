@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .base import (
@@ -62,6 +63,29 @@ def check_sizes(cfg: "Config") -> None:
     sizes = {n: d.split_sizes(n) for n in names}
     if d.paired and len(set(sizes.values())) > 1:
         raise DataError(f"data.paired=true needs the same split sizes at every institution, got {sizes}; drop data.sizes")
+
+
+@dataclass(frozen=True)
+class InstitutionSpec:
+    name: str  # unique; what a deployed node's config names (node config `institution`)
+    modality: str  # same modality = same bands = same projection shape: the sensor, or <sensor>_<band> per band
+    sensor: str  # the source's sensor key
+    bands: tuple[str, ...]
+    part: int = -1  # index of its part of its modality's pool (-1: not partitioned)
+    parts: int = 1
+
+
+def institution_specs(cfg: "Config") -> list[InstitutionSpec]:
+    """Every institution of the run, in order, without loading any data."""
+    d = cfg.data
+    if d.source == "synthetic":
+        from .synthetic import _plan
+
+        return [InstitutionSpec(n, n if d.per_band else s, s, tuple(b)) for n, s, b in _plan(d)]
+    from .real import institution_specs as real_specs
+
+    return [InstitutionSpec(s.name, s.name if d.per_band else s.modality, s.modality, tuple(s.bands))
+            for s in real_specs(d)]
 
 
 def institution_names(cfg: "Config") -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+import psutil
 
 APP_DIR = Path(__file__).resolve().parents[2]
 
@@ -42,63 +43,39 @@ def write_run_config(path: Path, run_config: Mapping[str, Any]) -> Path:
     return path
 
 
-def _pids_with(marker: str) -> list[int]:
-    """Processes whose command line contains ``marker`` (Linux /proc)."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
+def processes_with(marker: str) -> list[psutil.Process]:
+    """Running processes whose command line contains ``marker``."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
         try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            if marker in " ".join(p.info["cmdline"] or ()):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if marker in cmd:
-            pids.append(int(p.name))
-    return pids
-
-
-def _descendants(pid: int) -> list[int]:
-    out, frontier = [], [pid]
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(p.name))
-    while frontier:
-        nxt = children.get(frontier.pop(), [])
-        out.extend(nxt)
-        frontier.extend(nxt)
     return out
 
 
-def stop_processes(pids: list[int], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, every pid (and its descendants)."""
-    everything = []
-    for pid in pids:
-        everything.extend([pid, *_descendants(pid)])
-    for pid in everything:
+def stop_processes(processes: list[psutil.Process], grace: float = 5.0) -> None:
+    """SIGTERM every process and its descendants, SIGKILL whatever is left after ``grace`` seconds."""
+    everything: dict[int, psutil.Process] = {}
+    for p in processes:
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and not _zombie(p) for p in everything):
-        time.sleep(0.1)
-    for pid in everything:
+            for q in (p, *p.children(recursive=True)):
+                everything[q.pid] = q
+        except psutil.NoSuchProcess:
+            continue
+    for p in everything.values():
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            p.terminate()
+        except psutil.NoSuchProcess:
             pass
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
-    except (OSError, IndexError):
-        return True
+    _, alive = psutil.wait_procs(list(everything.values()), timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
 
 
 @dataclass
@@ -162,12 +139,12 @@ def flwr_run(
                 lines.append(f"uml-fed: flwr run killed after {timeout:.0f} s\n")
                 break
             if stop_when is not None and stop_when():
-                stop_processes([*_pids_with(marker), proc.pid], grace=0.0)
+                stop_processes([*processes_with(marker), psutil.Process(proc.pid)], grace=0.0)
                 lines.append("uml-fed: run stopped by stop_when\n")
                 break
         rc = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-        stop_processes(_pids_with(marker))
+        stop_processes(processes_with(marker))
     return FlwrRun(rc, "".join(lines), time.perf_counter() - tic, home)

@@ -5,7 +5,8 @@ SuperNode authentication on), one SuperNode per institution (its own auth key, F
 directory), and the run is submitted with the real ``flwr run`` CLI through a SuperLink connection in
 a private ``$FLWR_HOME/config.toml``.  Credentials come from ``deploy/make-certs.sh``, so the tests
 exercise the same script an operator runs.  Used by ``tests/test_deployment.py`` and
-``scripts/bench_deployment.py``; ``deploy/*.sh`` do the same steps by hand.
+``scripts/bench_deployment.py`` (a test and measurement tool, not part of the package); ``deploy/*.sh``
+do the same steps by hand.
 
 Every process is started in its own session and stopped by session (so the ``flwr-serverapp`` /
 ``flwr-clientapp`` children go too), on ``stop()``, at the end of the ``with`` block, also on failure.
@@ -27,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .launch import APP_DIR, free_port, stop_processes, write_run_config
+import psutil
+
+from uml_fed.federated.launch import APP_DIR, free_port, stop_processes, write_run_config
 
 DEPLOY_DIR = APP_DIR / "deploy"
 CONNECTION = "uml-fed"  # the SuperLink connection name in $FLWR_HOME/config.toml (deploy/run.sh uses it too)
@@ -50,18 +53,15 @@ def _bin(name: str) -> str:
     return str(local) if local.exists() else name
 
 
-def pids_in_sessions(sessions: Iterable[int]) -> list[int]:
-    """Live (non-zombie) processes in any of ``sessions`` (Linux /proc)."""
+def in_sessions(sessions: Iterable[int]) -> list[psutil.Process]:
+    """Live (non-zombie) processes in any of ``sessions``."""
     wanted, out = set(sessions), []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
+    for p in psutil.process_iter(["status"]):
         try:
-            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(p.pid) in wanted:
+                out.append(p)
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
             continue
-        if fields[0] != "Z" and int(fields[3]) in wanted:
-            out.append(int(p.name))
     return out
 
 
@@ -154,20 +154,19 @@ class LocalDeployment:
 
     def stop(self) -> None:
         """Stop every process this deployment started (and their children), by session."""
-        leaders = [c.proc.pid for c in self.components.values()]
-        stop_processes([*leaders, *pids_in_sessions(self.sessions)], grace=3.0)
+        stop_processes(in_sessions(self.sessions), grace=3.0)
         for c in self.components.values():
             try:
                 c.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        left = pids_in_sessions(self.sessions)
+        left = in_sessions(self.sessions)
         if left:  # a child that escaped its parent's tree: same session, so still ours
             stop_processes(left, grace=0.0)
 
     def alive(self) -> list[int]:
         """Processes of this deployment still running (empty after ``stop()``)."""
-        return pids_in_sessions(self.sessions)
+        return [p.pid for p in in_sessions(self.sessions)]
 
     # ---------------------------------------------------------------- pieces
     def env(self, home: Path) -> dict[str, str]:
@@ -249,10 +248,10 @@ class LocalDeployment:
         except (ValueError, KeyError) as err:
             raise DeploymentError(f"registering {name} failed: {res.stdout}{res.stderr}") from err
 
-    def supernode_command(self, name: str, modality: str, key: str | None = None) -> list[str]:
-        node_config = f'modality="{modality}" output-dir="{self.workdir / "nodes" / name}"'
-        if self.data_paths.get(modality):
-            node_config += f' data-path="{self.data_paths[modality]}"'
+    def supernode_command(self, name: str, institution: str, key: str | None = None) -> list[str]:
+        node_config = f'institution="{institution}" output-dir="{self.workdir / "nodes" / name}"'
+        if self.data_paths.get(institution):
+            node_config += f' data-path="{self.data_paths[institution]}"'
         cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
                "--node-config", node_config]
         cmd += ["--root-certificates", str(self.certs / "ca.crt")] if self.tls else ["--insecure"]
@@ -260,12 +259,12 @@ class LocalDeployment:
             cmd += ["--auth-supernode-private-key", str(self.certs / f"supernode-{key or name}")]
         return cmd
 
-    def start_supernode(self, name: str, modality: str | None = None, key: str | None = None) -> Component:
-        """SuperNode ``name`` for institution ``modality`` (default: ``name``) with key ``key``."""
+    def start_supernode(self, name: str, institution: str | None = None, key: str | None = None) -> Component:
+        """SuperNode ``name`` serving ``institution`` (default: ``name``) with key ``key``."""
         home = self.workdir / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
         self.components.pop(name, None)
-        return self._spawn(name, self.supernode_command(name, modality or name, key), home, home)
+        return self._spawn(name, self.supernode_command(name, institution or name, key), home, home)
 
     def wait_connected(self, name: str, timeout: float | None = None) -> int:
         """Node id of SuperNode ``name`` once the SuperLink has accepted it."""
@@ -275,10 +274,10 @@ class LocalDeployment:
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill SuperNode ``name`` and its children at once (a machine that goes away)."""
         comp = self.components[name]
-        for pid in pids_in_sessions([comp.session]):
+        for p in in_sessions([comp.session]):
             try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
+                p.send_signal(sig)
+            except psutil.NoSuchProcess:
                 pass
         comp.proc.wait(timeout=10)
 
@@ -328,7 +327,7 @@ class LocalDeployment:
                 rc = proc.wait(timeout=30)
         finally:
             if proc.poll() is None:
-                stop_processes([proc.pid], grace=1.0)
+                stop_processes([psutil.Process(proc.pid)], grace=1.0)
         out = "".join(lines)
         m = re.search(r"started run (\d+)", out)
         return DeployedRun(rc if rc is not None else -9, out, time.perf_counter() - tic, int(m.group(1)) if m else None)

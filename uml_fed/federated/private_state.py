@@ -1,0 +1,68 @@
+"""An institution's private state in one run, on its own disk: the truth, never on the wire.
+
+``<node output dir>/<institution>/<run key>/``:
+
+* ``round_<r>.pt``: after round r -- the private part of the model (projection, and with ordinary BN
+  the backbone's running statistics), the optimizer state (AdamW moments) and the model selection
+  (best validation accuracy so far, its round and its weights);
+* ``projection.pt``: the latest projection alone (for inspection);
+* ``model.pt``: the final reported model (calibrated, or with its running statistics).
+
+The run key names the run (server output directory + config fingerprint, sent by the server with
+every message), so a run never restores another run's state and a resumed run finds its own.  A
+message may reach a fresh process (deployment) or a restarted node: the state of the newest round
+<= the one asked for is read back; states of later rounds (trained, never aggregated before a crash)
+are ignored.  Two rounds are kept, because a crash can come between a client's save and the server's
+aggregation of that round.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROUND_FILE = re.compile(r"round_(\d+)\.pt")
+
+
+class PrivateStore:
+    def __init__(self, base: str | Path, institution: str, run_key: str) -> None:
+        if not run_key:
+            raise ValueError("a private-state store needs the run key the server sends (config 'run-key')")
+        self.path = Path(base).expanduser().resolve() / institution / run_key
+
+    def rounds(self) -> list[int]:
+        if not self.path.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.path.iterdir() if (m := ROUND_FILE.fullmatch(p.name)))
+
+    def _file(self, server_round: int) -> Path:
+        return self.path / f"round_{server_round}.pt"
+
+    def save(self, server_round: int, state: dict[str, Any]) -> Path:
+        """Write the state after ``server_round`` atomically; keep it and the round before."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f"round_{server_round}.tmp"
+        torch.save({"round": server_round, **state}, tmp)
+        tmp.replace(self._file(server_round))
+        for old in self.rounds():
+            if old < server_round - 1:
+                self._file(old).unlink(missing_ok=True)
+        return self._file(server_round)
+
+    def load(self, upto_round: int) -> dict[str, Any] | None:
+        """The state saved after the newest round <= ``upto_round``, or None."""
+        done = [r for r in self.rounds() if r <= upto_round]
+        if not done:
+            return None
+        return torch.load(self._file(done[-1]), weights_only=False)
+
+    def save_file(self, name: str, payload: dict[str, Any]) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / name
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+        return path
