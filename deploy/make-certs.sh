@@ -5,7 +5,7 @@
 #
 #   deploy/make-certs.sh [--out DIR] [--host NAME_OR_IP]... [INSTITUTION...]     (default: s1 s2)
 #
-# Files in DIR (default deploy/certs):
+# Files in DIR (default $UML_FED_CERTS, else deploy/certs -- the folder the other deploy/*.sh read):
 #   ca.crt                      -> every SuperNode machine and the machine that runs `flwr run`
 #   ca.key                      -> keep offline (only needed to sign a new server certificate)
 #   server.pem, server.key      -> the SuperLink machine only
@@ -14,7 +14,7 @@
 # Existing files are kept (re-run with --force to replace them).
 set -euo pipefail
 
-out="$(cd "$(dirname "$0")" && pwd)/certs"
+out="${UML_FED_CERTS:-$(cd "$(dirname "$0")" && pwd)/certs}"
 hosts=()
 insts=()
 force=0

@@ -7,7 +7,8 @@
 # file; output-dir must be absolute (it is on the SuperLink machine).  Writes the SuperLink connection
 # "uml-fed" to $FLWR_HOME/config.toml (default ~/.local/state/uml-fed/cli-home), then, with authentication on,
 # registers every certs/supernode-*.pub not yet registered (`flwr supernode register`; the SuperNodes
-# must be started after this), then `flwr run . uml-fed --stream`.
+# must be started after this), then `flwr run . uml-fed --stream`.  Exits non-zero when the run fails
+# (flwr's own exit code, or the ServerApp's "run failed: institution ...: reason" line, printed last).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 superlink="$SUPERLINK"
@@ -55,4 +56,13 @@ else
 fi
 [[ $register_only == 1 ]] && exit 0
 cd "$APP_DIR"
-exec "$flwr" run . "$CONNECTION" --stream ${run_config[@]+"${run_config[@]}"}
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+rc=0
+"$flwr" run . "$CONNECTION" --stream ${run_config[@]+"${run_config[@]}"} 2>&1 | tee "$log" || rc=$?  # pipefail: flwr's code
+failed="$(grep -a '^run failed: ' "$log" | tail -n 1 || true)"
+if [[ -n "$failed" ]]; then
+  echo "run.sh: $failed" >&2
+  exit 1
+fi
+exit "$rc"

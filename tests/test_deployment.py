@@ -120,3 +120,35 @@ def test_an_institution_killed_mid_run_does_not_stop_the_others(tmp_path):
     named = [k for f in results["failures"] for k in [*f["failed"], *f["missing"]]]
     assert set(named) == {"s2"}  # SuperLink-made "Node Unavailable" errors are attributed to s2, not node 1
     assert len(list((tmp_path / "deploy" / "nodes" / "s1" / "s1").glob("*/model.pt"))) == 1
+
+
+def test_an_institution_killed_and_restarted_mid_run_changes_nothing(tmp_path):
+    """min-nodes=0: SIGKILL s2's SuperNode (and ClientApp) right after round 1 of 3, restart it; the
+    server waits for s2, which redoes round 2 from its saved private state, and the run ends with
+    exactly the numbers of the same run without the fault."""
+    import threading
+
+    overrides = " ".join(tiny_overrides("fed.rejoin_timeout=400"))
+    restarted: list[threading.Thread] = []
+    with LocalDeployment(tmp_path / "deploy") as dep:
+        whole = dep.run(tiny_run(tmp_path / "whole", **{"total-epochs": 3, "overrides": overrides}), timeout=400)
+        assert whole.returncode == 0, whole.output[-3000:]
+
+        def kill_and_restart(line: str) -> None:
+            if "round 1/3 |" in line and not restarted:
+                dep.kill("s2")
+                restarted.append(threading.Thread(target=dep.restart, args=("s2",), daemon=True))
+                restarted[0].start()
+
+        chaos = dep.run(tiny_run(tmp_path / "chaos", **{"total-epochs": 3, "overrides": overrides}), timeout=900,
+                        on_line=kill_and_restart)
+        restarted[0].join(timeout=60)
+    assert not dep.alive()
+    assert restarted and chaos.returncode == 0, chaos.output[-3000:]
+    a = json.loads((tmp_path / "whole" / "results.json").read_text())
+    b = json.loads((tmp_path / "chaos" / "results.json").read_text())
+    assert b["status"] == "finished"
+    assert all(sorted(r["replied"]) == ["s1", "s2"] for r in read_rounds(tmp_path / "chaos"))
+    for inst in ("s1", "s2"):
+        for key in ("calibrated", "test_batch_stats", "selected_round"):
+            assert b["modalities"][inst]["fed"][key] == a["modalities"][inst]["fed"][key], (inst, key)

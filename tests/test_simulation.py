@@ -128,12 +128,16 @@ def _s2_crashes_in_round_2(msg, context):
 def test_a_client_that_raises_ends_the_run_naming_it(tmp_path):
     """min-nodes=0 (every institution in every round): a raising client fails the run at once, with a
     results.json that says which institution and why."""
+    from uml_fed.federated.federation import RunFailed
+
     run_config = {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 3,
                   "output-dir": str(tmp_path / "run")}
-    _simulate(run_config, [], fail=_s2_crashes_in_round_2)
+    with pytest.raises(RunFailed, match="institution s2: round 2: .*disk full at institution s2"):
+        _simulate(run_config, [], fail=_s2_crashes_in_round_2)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "failed" and results["institution"] == "s2"
-    assert "round 2" in results["reason"] and "disk full at institution s2" in results["reason"]
+    assert results["reason"].startswith("round 2: ") and "disk full at institution s2" in results["reason"]
+    assert "\n" not in results["reason"]  # one line, not Ray's traceback
 
 
 @pytest.mark.slow

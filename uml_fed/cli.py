@@ -14,7 +14,8 @@ Hydra overrides and ``--multirun`` work as usual, e.g.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 USAGE = __doc__
 
@@ -28,9 +29,26 @@ def _hydra_command(fn: Callable[[object], None]) -> Callable[[], None]:
     @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
     def _main(cfg) -> None:  # type: ignore[no-untyped-def]
         cfg.output_dir = HydraConfig.get().runtime.output_dir
-        fn(to_config(cfg))
+        with user_errors(sys.argv[0]):
+            fn(to_config(cfg))
 
     return _main
+
+
+@contextmanager
+def user_errors(command: str) -> Iterator[None]:
+    """A config, data or missing-file error ends the command with ONE line (the key or file and the
+    remedy are in the message) and exit code 2, not a traceback; anything else is a bug: traceback."""
+    from .config import ConfigError
+    from .data import DataError
+    from .federated.federation import RunFailed
+
+    try:
+        yield
+    except (ConfigError, DataError, FileNotFoundError, RunFailed) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"{command}: error: {first}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _centralized(cfg) -> None:  # type: ignore[no-untyped-def]
@@ -86,12 +104,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     cmd, rest = argv[0], argv[1:]
     if cmd == "experiment":
-        _experiment(rest)
+        with user_errors(f"uml-fed {cmd}"):
+            _experiment(rest)
         return
     if cmd == "predict":
         from .predict import main as predict_main
 
-        predict_main(rest)
+        with user_errors(f"uml-fed {cmd}"):
+            predict_main(rest)
         return
     if cmd not in COMMANDS:
         print(f"uml-fed: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)

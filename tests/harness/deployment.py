@@ -271,6 +271,23 @@ class LocalDeployment:
         m = self._wait_for(self.components[name], r"SuperNode ID: (\d+)", timeout or self.start_timeout)
         return int(m.group(1))
 
+    def restart(self, name: str, timeout: float = 300.0) -> int:
+        """Start SuperNode ``name`` again until the SuperLink accepts it, waiting 2, 4, ... 30 s between
+        tries (as ``deploy/start-supernode.sh`` does: the SuperLink refuses a key whose old session it
+        still holds); returns its node id."""
+        deadline, delay = time.monotonic() + timeout, 2.0
+        while True:
+            comp = self.start_supernode(name)
+            try:
+                return self.wait_connected(name, timeout=min(60.0, max(1.0, deadline - time.monotonic())))
+            except DeploymentError:
+                if comp.proc.poll() is None:
+                    stop_processes([psutil.Process(comp.proc.pid)], grace=1.0)
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(30.0, 2 * delay)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill SuperNode ``name`` and its children at once (a machine that goes away)."""
         comp = self.components[name]

@@ -116,6 +116,7 @@ def _centralized(method: str) -> Callable[[Config, list[str]], dict[str, Any]]:
 
 def _federated(cfg: Config, overrides: list[str]) -> dict[str, Any]:
     """One ``flwr run`` (Ray simulation, one SuperNode per institution) of Algorithm 3."""
+    from ..federated.federation import RunFailed
     from ..federated.launch import flwr_run
 
     result = flwr_run(
@@ -134,11 +135,13 @@ def _federated(cfg: Config, overrides: list[str]) -> dict[str, Any]:
         stream_to=sys.stdout if cfg.train.progress else None,
     )
     out = Path(cfg.output_dir) / "results.json"
-    if result.returncode != 0 or not out.is_file():
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    if results.get("status") == "failed":
+        raise RunFailed(results["institution"], results["reason"])
+    if result.returncode != 0 or not results:
         raise RuntimeError(
             f"federated run in {cfg.output_dir} failed (flwr exit {result.returncode}):\n{result.output[-4000:]}"
         )
-    results = json.loads(out.read_text())
     results["flwr_run_s"] = result.seconds
     return results
 

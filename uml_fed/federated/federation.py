@@ -25,8 +25,14 @@ class RunFailed(RuntimeError):
     """The run cannot go on; names the institution and the reason (one line)."""
 
     def __init__(self, institution: str, reason: str) -> None:
-        super().__init__(f"institution {institution}: {reason}")
-        self.institution, self.reason = institution, reason
+        self.institution, self.reason = institution, one_line(reason)
+        super().__init__(f"institution {institution}: {self.reason}")
+
+
+def one_line(reason: str) -> str:
+    """An error reason as one line: a multi-line one (a traceback, e.g. from Ray) ends with the error."""
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    return lines[-1] if lines else str(reason)
 
 
 def exchange(grid: Grid, messages: list[Message], timeout: float, sent_to: dict[str, int] | None = None,

@@ -16,6 +16,7 @@ from flwr.app import Message
 from flwr.common.logger import log
 
 from ..results import RunDir
+from .federation import one_line
 
 
 def _fmt_s(seconds: float) -> str:
@@ -36,7 +37,7 @@ class RoundLog:
         ok, failed, clients = [], {}, {}
         for who, msg in sorted(replies.items()):
             if msg.has_error():
-                failed[who] = str(msg.error.reason)
+                failed[who] = one_line(msg.error.reason)
             else:
                 ok.append(who)
                 clients[who] = dict(msg.content["metrics"])

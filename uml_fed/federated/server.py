@@ -35,7 +35,7 @@ from ..model import Backbone, backbone_state
 from ..results import RunDir, summary_table
 from ..train import seed_everything
 from . import records
-from .federation import Federation, RunFailed, exchange, handshake
+from .federation import Federation, RunFailed, exchange, handshake, one_line
 from .progress import RoundLog, tensorboard_writer
 from .strategy import Aggregator
 from .server_state import ServerState
@@ -73,7 +73,7 @@ def train_round(grid: Grid, cfg: Config, federation: Federation, aggregator: Agg
         targets = federation.nodes_of(todo)
         if targets:
             messages = aggregator.messages(backbone, config, targets)
-            for msg in exchange(grid, messages, cfg.fed.round_timeout, federation.sent_to):
+            for msg in exchange(grid, messages, cfg.fed.round_timeout, federation.sent_to, cfg.fed.poll_interval):
                 final[federation.who(msg)] = msg
         failed = {i: m for i, m in final.items() if m.has_error() and i in asked}
         lost = [i for i in asked if i not in final or (i in failed and failed[i].error.code in LOST)]
@@ -85,7 +85,7 @@ def train_round(grid: Grid, cfg: Config, federation: Federation, aggregator: Agg
             return final
         if broken:
             who = sorted(broken)[0]
-            raise RunFailed(who, f"round {server_round}: {broken[who]}")
+            raise RunFailed(who, f"round {server_round}: {one_line(broken[who])}")
         if not lost:
             return final
         if time.monotonic() > deadline:
