@@ -248,6 +248,16 @@ def test_method_files_set_separate_encoders():
     assert load_config(["method=mdd"]).method.grl_max == 0.1
 
 
+def test_table4_and_table3_arms():
+    from uml_fed.experiments.definitions import EXPERIMENTS
+
+    cfg = load_config([])
+    table4 = EXPERIMENTS["table4"].arms(cfg, "cpu")
+    assert [a.series for a in table4] == ["unimodal", "dann", "cdan", "mcc", "mdd", "uml"]
+    assert all(a.overrides == (f"method={a.series}",) for a in table4[1:-1])
+    assert ("isca", "uml", ("method=isca",)) in [(a.series, a.method, a.overrides) for a in EXPERIMENTS["table3"].arms(cfg, "cpu")]
+
+
 # --- one full run ---------------------------------------------------------------------------------
 
 def test_isca_run_reports_its_arm_and_its_checkpoint_reproduces_the_accuracy(tmp_path):
