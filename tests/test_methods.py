@@ -220,6 +220,9 @@ def test_baselines_need_separate_encoders_and_isca_its_linear_maps():
         build_method(MethodConfig(name="dann"), model)
     with pytest.raises(ConfigError, match=r"model\.shared_components"):
         build_method(MethodConfig(name="isca"), tiny_model())
+    one = UMLModel({"a": 1}, 3, ModelConfig(width=2, projection_blocks=8))
+    with pytest.raises(ConfigError, match=r"data\.modalities"):
+        build_method(MethodConfig(name="mcc"), one)
 
 
 @pytest.mark.parametrize("override, key", [

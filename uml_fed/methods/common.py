@@ -41,6 +41,9 @@ class Baseline(Method):
                 f"method.name={cfg.name} is a separate-encoder baseline: set model.projection_blocks={NUM_BLOCKS} "
                 f"(configs/method/{cfg.name}.yaml does), got {model.cfg.projection_blocks}"
             )
+        if len(model.modalities) < 2:
+            raise ConfigError(f"method.name={cfg.name} aligns modalities: list at least two in data.modalities "
+                              f"(got {model.modalities}), or use method=uml")
         self.modalities = model.modalities  # fixed order: modality k is class k of a discriminator
         self.num_features = model.backbone.fc.in_features
         self.num_classes = model.backbone.fc.out_features
