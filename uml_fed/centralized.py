@@ -9,8 +9,8 @@ is BN-calibrated on its own training data (Algorithm 2) and evaluated (:mod:`uml
 
 Every run writes its directory (``cfg.output_dir``): ``config.yaml``, ``metrics.jsonl``,
 ``results.json`` and the reported per-institution checkpoints.  In ``results.json`` each institution
-has one entry per arm (``uml``, ``unimodal``, ``paired``) holding every evaluation, which one is
-reported, and the reported ``val_acc``/``test_acc``.
+has one entry per arm (``uml`` or a baseline method's name, ``unimodal``, ``paired``) holding every
+evaluation, which one is reported, and the reported ``val_acc``/``test_acc``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ def _finish(results: dict[str, Any], run: RunDir, start: float) -> dict[str, Any
 def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict) -> None:
     """Algorithm 1 (or ``cfg.method``'s objective) over all institutions, then Algorithm 2 per institution.
 
-    The results arm is the method's name (``uml``, ``dann``, ...)."""
+    The results arm is the method's name (``uml``, ``dann``, ...).  A baseline only changes the training
+    loss: model selection, static-BN calibration and evaluation per modality are UML's."""
     tic = time.perf_counter()
     seed_everything(cfg.seed)
     model = UMLModel({i.name: i.in_channels for i in institutions}, len(institutions[0].classes), cfg.model)

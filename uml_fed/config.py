@@ -64,6 +64,7 @@ class ModelConfig:
     projection_blocks: int = 2  # basic blocks in each private projection f_k, 0..8 (paper: 2)
     stem: str = "small"  # small = 3x3 stride-1 conv (patches <= 64 px) | large = 7x7 stride-2 + max-pool
     track_running_stats: bool = False  # False = static BN (paper); True = usual running-average BN (ablation)
+    shared_components: int = 0  # > 0: each modality's own bias-free linear map Q^(q) of its pooled embedding to this many shared components before the shared classifier (ISCA, method=isca); needs projection_blocks=8, at most 8 * width; 0 = no map
 
 
 @dataclass
@@ -110,7 +111,17 @@ class FedConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "uml"  # uml (the paper) | a comparison baseline (configs/method/); choose with method=<name>
+    name: str = "uml"  # uml (the paper) | dann | cdan | mcc | mdd | isca (configs/method/); choose with method=<name>
+    # The baselines' coefficients (uml uses none). Defaults: the original papers / reference code, cited per field.
+    align_weight: float = 1.0  # weight of the alignment term added to the mean cross-entropy, >= 0 (tllib DANN/CDAN/MCC/MDD trade-off 1.0; ISCA lambda_dist 1.0)
+    grl_max: float = 1.0  # DANN/CDAN/MDD: final gradient-reversal coefficient, >= 0 (1: DANN paper, tllib; mdd.yaml: 0.1, official MDD GRL high)
+    grl_gamma: float = 10.0  # DANN/CDAN/MDD: GRL ramp lambda_p = grl_max (2 / (1 + exp(-grl_gamma p)) - 1), p = training progress, >= 0 (10: DANN paper)
+    disc_hidden: int = 1024  # DANN/CDAN: hidden width of the modality discriminator, >= 1 (tllib DomainDiscriminator 1024)
+    cdan_entropy: bool = False  # CDAN: True = CDAN+E entropy weighting; False = plain CDAN (the paper's Table 4 row names no variant)
+    cdan_randomized_dim: int = 1024  # CDAN: output size of the randomized multilinear map, used when features x classes > 4096, >= 1 (Long et al. 2018: 1024)
+    mcc_temperature: float = 2.5  # MCC: softmax temperature, > 0 (Jin et al. 2020 and tllib default 2.5)
+    mdd_margin: float = 4.0  # MDD: margin gamma, > 0 (Zhang et al. 2019 and tllib default 4)
+    isca_whiten_weight: float = 1.0  # ISCA: weight of the covariance penalty relative to the distribution term, >= 0 (ISCA scripts: lambda 1.0 vs lambda_dist 1.0)
 
 
 @dataclass
@@ -187,6 +198,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.stem={m.stem!r} must be 'small' or 'large'")
     if m.width < 1:
         raise ConfigError(f"model.width={m.width} must be >= 1")
+    if m.shared_components < 0:
+        raise ConfigError(f"model.shared_components={m.shared_components} must be >= 0 (0 = no linear map)")
+    if m.shared_components and m.projection_blocks != 8:
+        raise ConfigError(f"model.shared_components={m.shared_components} maps the pooled per-modality embedding: "
+                          f"set model.projection_blocks=8 (got {m.projection_blocks}) or model.shared_components=0")
+    if m.shared_components > 8 * m.width:
+        raise ConfigError(f"model.shared_components={m.shared_components} exceeds the embedding size 8 * model.width = "
+                          f"{8 * m.width}; whitened components need at most that many")
     for key in ("epochs", "batch_size", "eval_batch_size", "bn_cal_batch_size", "lr_step"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
@@ -232,6 +251,20 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"data.sizes.{name}.{key} is not a size; use {', '.join(SPLIT_SIZE_KEYS)}")
             if value < 1:
                 raise ConfigError(f"data.sizes.{name}.{key}={value} must be >= 1")
+    validate_method(cfg.method)
+
+
+def validate_method(c: MethodConfig) -> None:
+    """The baselines' coefficients (the name is checked by ``uml_fed.methods.build_method``)."""
+    for key in ("align_weight", "grl_max", "grl_gamma", "isca_whiten_weight"):
+        if getattr(c, key) < 0:
+            raise ConfigError(f"method.{key}={getattr(c, key)} must be >= 0")
+    for key in ("disc_hidden", "cdan_randomized_dim"):
+        if getattr(c, key) < 1:
+            raise ConfigError(f"method.{key}={getattr(c, key)} must be >= 1")
+    for key in ("mcc_temperature", "mdd_margin"):
+        if getattr(c, key) <= 0:
+            raise ConfigError(f"method.{key}={getattr(c, key)} must be > 0")
 
 
 def num_rounds(cfg: Config) -> int:

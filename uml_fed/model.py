@@ -64,7 +64,8 @@ def block_specs(width: int) -> list[tuple[int, int, int]]:
 
 
 class Projection(nn.Module):
-    """Private f_k: stem (input channels = the modality's band count) + the first P blocks."""
+    """Private f_k: stem (input channels = the modality's band count) + the first P blocks
+    (+ ISCA's linear map when ``shared_components`` > 0)."""
 
     def __init__(self, in_channels: int, cfg: ModelConfig) -> None:
         super().__init__()
@@ -87,13 +88,18 @@ class Projection(nn.Module):
             )
         specs = block_specs(w)[: cfg.projection_blocks]
         self.blocks = nn.Sequential(*(BasicBlock(i, p, s, track) for i, p, s in specs))
+        # ISCA's Q^(q) (model.shared_components, only with all 8 blocks private): a bias-free 1x1
+        # convolution before the backbone's average pooling equals the linear map of the pooled
+        # embedding, and keeps Q inside the modality model that is selected, calibrated and saved.
+        k = cfg.shared_components
+        self.map = nn.Conv2d(w * 8, k, kernel_size=1, bias=False) if k else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"projection expects N x {self.in_channels} x H x W input, got shape {tuple(x.shape)}"
             )
-        return self.blocks(self.stem(x))
+        return self.map(self.blocks(self.stem(x)))
 
 
 class Backbone(nn.Module):
@@ -103,10 +109,10 @@ class Backbone(nn.Module):
         super().__init__()
         specs = block_specs(cfg.width)[cfg.projection_blocks :]
         self.blocks = nn.Sequential(*(BasicBlock(i, p, s, cfg.track_running_stats) for i, p, s in specs))
-        self.fc = nn.Linear(cfg.width * 8, num_classes)
+        self.fc = nn.Linear(cfg.shared_components or cfg.width * 8, num_classes)
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
-        """The pooled representation (N x 8 * width) the classifier sees."""
+        """The pooled representation (N x 8 * width, or N x shared_components) the classifier sees."""
         return torch.flatten(F.adaptive_avg_pool2d(self.blocks(z), 1), 1)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
@@ -214,9 +220,11 @@ def projection_state(model: UMLModel | ModalityModel, modality: str | None = Non
 
 
 def build_unimodal(in_channels: int, modality: str, num_classes: int, cfg: ModelConfig) -> UMLModel:
-    """One ResNet-18 for one modality, all 8 blocks private: the paper's unimodal baseline."""
+    """One ResNet-18 for one modality, all 8 blocks private: the paper's unimodal baseline (never
+    with a baseline method's linear map)."""
     uni_cfg = copy.copy(cfg)
     uni_cfg.projection_blocks = NUM_BLOCKS
+    uni_cfg.shared_components = 0
     return UMLModel({modality: in_channels}, num_classes, uni_cfg)
 
 

@@ -108,6 +108,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Modali
 
 ARMS = {
     "uml": "UML",
+    "isca": "ISCA",
+    "dann": "DANN",
+    "cdan": "CDAN",
+    "mcc": "MCC",
+    "mdd": "MDD",
     "fed": "Federated UML",
     "unimodal": "Unimodal",
     "paired": "Paired fusion",

@@ -1,9 +1,11 @@
-"""Training objectives on the one loop: UML (the paper's Algorithm 1) and the comparison baselines.
+"""Training objectives on the one loop: UML (the paper's Algorithm 1) and the comparison baselines
+(DANN, CDAN, MCC, MDD: :mod:`.dann` ... :mod:`.mdd`; ISCA: :mod:`.isca`; shared pieces: :mod:`.common`).
 
 A method turns one step's batches (one mini-batch per modality) into the loss to minimise.  It is an
-``nn.Module`` so that what it owns (a domain discriminator, an adversarial head, per-modality linear
-maps) trains with the model, by the same optimizer and schedule.  ``progress`` (0 -> 1 over the
-run) drives schedules such as a gradient-reversal coefficient.
+``nn.Module`` so that what it owns (a modality discriminator, adversarial classifiers) trains with the
+model, by the same optimizer and schedule; what evaluation needs (ISCA's linear maps) is part of the
+model.  ``progress`` (0 -> 1 over the run) drives schedules such as a gradient-reversal coefficient.
+Methods run centralized only (``uml-fed centralized method=<name>``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,14 @@ class Method(nn.Module):
         return StepLoss(torch.stack(list(ce.values())).mean(), ce, logits)
 
 
-METHODS: dict[str, type[Method]] = {"uml": Method}
+# The baselines subclass Method (via .common), so they are imported once it exists.
+from .cdan import CDAN  # noqa: E402
+from .dann import DANN  # noqa: E402
+from .isca import ISCA  # noqa: E402
+from .mcc import MCC  # noqa: E402
+from .mdd import MDD  # noqa: E402
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Method, DANN, CDAN, MCC, MDD, ISCA)}
 
 
 def build_method(cfg: MethodConfig, model: UMLModel) -> Method:
