@@ -1,6 +1,7 @@
 """Benchmark: federated simulation vs centralized run on the same data and total epochs.
 
-    python scripts/bench_federated.py [--local-epochs 5] [--cpus-per-client 1] [--out bench.json] [hydra overrides]
+    python scripts/bench_federated.py [--local-epochs 5] [--cpus-per-client 1] [--gpus-per-client 0]
+                                      [--out bench.json] [hydra overrides]
 
 Measures, on the embedded default (or the given overrides), side by side in one run:
   * wall time of the centralized UML run (Algorithm 1 + calibration, no unimodal baselines) and of the
@@ -36,6 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--local-epochs", type=int, default=5)
     ap.add_argument("--cpus-per-client", type=int, default=1)
+    ap.add_argument("--gpus-per-client", type=float, default=0.0, help="Ray: GPU fraction per client (0.5 = two share one)")
     ap.add_argument("--out", default="bench_federated.json")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -47,13 +49,14 @@ def main() -> None:
     tic = time.perf_counter()
     central = run_centralized(cfg, unimodal=False)
     central_wall = time.perf_counter() - tic
-    central_train = central["uml_train_s"]
+    central_train = central["uml_s"]
 
     fed_out = work / "federated"
     run = flwr_run(
         {"overrides": " ".join(overrides), "local-epochs": args.local_epochs, "output-dir": str(fed_out),
          "seed": cfg.seed},
-        federation_config={"num-supernodes": len(names), "client-resources-num-cpus": args.cpus_per_client},
+        federation_config={"num-supernodes": len(names), "client-resources-num-cpus": args.cpus_per_client,
+                           "client-resources-num-gpus": args.gpus_per_client},
         timeout=3600,
     )
     if run.returncode != 0:
@@ -90,13 +93,13 @@ def main() -> None:
         "overhead_fraction_all": sum(overhead) / sum(round_s),
         "backbone_bytes_per_round": backbone_bytes,
         "whole_model_bytes": whole,
-        "calibration_s": {m: fed["modalities"][m]["calibration_s"] for m in names},
+        "calibration_s": {m: fed["modalities"][m]["fed"]["calibration_s"] for m in names},
         "client_train_s": client_train,
-        "calibration_fraction": {m: fed["modalities"][m]["calibration_s"] / client_train[m] for m in names},
-        "calibrate_and_evaluate_s": {m: fed["modalities"][m]["calibrate_and_evaluate_s"] for m in names},
+        "calibration_fraction": {m: fed["modalities"][m]["fed"]["calibration_s"] / client_train[m] for m in names},
+        "calibrate_and_evaluate_s": {m: fed["modalities"][m]["fed"]["calibrate_and_evaluate_s"] for m in names},
         "accuracy": {
-            m: {"centralized_cal": central["modalities"][m]["uml_calibrated"]["test_acc"],
-                "federated_cal": fed["modalities"][m]["fed_calibrated"]["test_acc"]}
+            m: {"centralized_cal": central["modalities"][m]["uml"]["test_acc"],
+                "federated_cal": fed["modalities"][m]["fed"]["test_acc"]}
             for m in names
         },
     }

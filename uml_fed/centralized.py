@@ -32,6 +32,7 @@ from .results import RunDir, summary_table
 from .train import (
     BatchStream,
     Selection,
+    compute_for,
     evaluate,
     lr_at,
     make_optimizer,
@@ -139,7 +140,8 @@ def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, 
     seed_everything(cfg.seed)
     model = UMLModel({i.name: i.in_channels for i in institutions}, len(institutions[0].classes), cfg.model)
     method = build_method(cfg.method, model)
-    _train_and_evaluate(method.name, model.to(device), institutions, cfg, device, run, results, method)
+    model.to(device).set_compute(compute_for(cfg.train, device), cfg.train.compile)
+    _train_and_evaluate(method.name, model, institutions, cfg, device, run, results, method)
     results["method"] = method.name
     results[f"{method.name}_s"] = time.perf_counter() - tic
 
@@ -157,6 +159,7 @@ def unimodal_arm(cfg: Config, institutions: list[Institution], device: torch.dev
     for inst in institutions:
         seed_everything(cfg.seed)
         model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), model_cfg).to(device)
+        model.set_compute(compute_for(cfg.train, device), cfg.train.compile)
         _train_and_evaluate(arm, model, [inst], cfg, device, run, results)
     results[f"{arm}_s"] = time.perf_counter() - tic
 

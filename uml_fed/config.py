@@ -81,6 +81,9 @@ class TrainConfig:
     bn_cal_batch_size: int = 600  # Algorithm 2: calibration batch size B
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    precision: str = "auto"  # fp32 | bf16 (autocast) | auto = bf16 on a GPU that supports it, fp32 on the CPU
+    channels_last: str = "auto"  # on | off | auto = on for a GPU (NHWC for tensor cores), off on the CPU
+    compile: str = "off"  # torch.compile the projections and backbone: off | default | reduce-overhead | max-autotune
     run_unimodal: bool = True  # centralized command: also train the unimodal baselines for comparison
     unimodal_bn: str = "ordinary"  # unimodal baseline + paired reference: ordinary = running stats, no calibration (Table 7) | calibrated = static BN + Alg. 2
     progress: bool = True  # show progress bars
@@ -103,6 +106,7 @@ class FedConfig:
     poll_interval: float = 0.1  # seconds between the server's pulls for replies
     error_detail: str = "auto"  # what a failing client tells the server: full | type (error type + code) | auto = type when deployed
     tensorboard: bool = False  # per-round metrics to <run>/tensorboard (needs the tensorboard extra)
+    wire_dtype: str = "float32"  # backbone arrays on the wire: float32 | float16 (half the bytes; aggregation stays float32)
     sweep_local_epochs: list[int] = field(default_factory=lambda: [2, 5, 10, 25, 50])  # L values of a sweep
     client_cpus: int = 1  # Ray simulation: CPUs per client (whole CPUs)
     client_gpus: float = 0.0  # Ray simulation: GPUs per client (fractions share a GPU)
@@ -209,6 +213,10 @@ def validate(cfg: Config) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "bn_cal_batch_size", "lr_step"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
+    for key, allowed in (("precision", ("auto", "fp32", "bf16")), ("channels_last", ("auto", "on", "off")),
+                         ("compile", ("off", "default", "reduce-overhead", "max-autotune"))):
+        if getattr(t, key) not in allowed:
+            raise ConfigError(f"train.{key}={getattr(t, key)!r} must be one of {list(allowed)}")
     if t.unimodal_bn not in ("ordinary", "calibrated"):
         raise ConfigError(f"train.unimodal_bn={t.unimodal_bn!r} must be 'ordinary' or 'calibrated'")
     if t.bn_cal_epochs < 0:
@@ -216,7 +224,8 @@ def validate(cfg: Config) -> None:
     if f.local_epochs < 1:
         raise ConfigError(f"fed.local_epochs={f.local_epochs} must be >= 1")
     choices = {"strategy": STRATEGY_NAMES, "weighting": ("uniform", "num_examples", "modality"),
-               "projection_sharing": ("none", "modality"), "error_detail": ("auto", "full", "type")}
+               "projection_sharing": ("none", "modality"), "error_detail": ("auto", "full", "type"),
+               "wire_dtype": ("float32", "float16")}
     for key, allowed in choices.items():
         if getattr(f, key) not in allowed:
             raise ConfigError(f"fed.{key}={getattr(f, key)!r} must be one of {list(allowed)}")

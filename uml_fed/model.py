@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -122,16 +124,42 @@ class Backbone(nn.Module):
         return self.head(self.features(z))
 
 
+@dataclass(frozen=True)
+class Compute:
+    """How a model computes (not what it is: never saved with a checkpoint).
+
+    ``dtype``: autocast dtype (e.g. torch.bfloat16) or None for float32; outputs come back as float32
+    so losses and accuracies are computed in full precision.  ``channels_last``: NHWC inputs (what
+    tensor cores want).
+    """
+
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def __call__(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.dtype is None:
+            return fn(x)
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            out = fn(x)
+        return out.float()
+
+
+FP32 = Compute()
+
+
 class ModalityModel(nn.Module):
     """h_k = g o f_k: what one institution trains, calibrates, saves and deploys."""
 
-    def __init__(self, projection: Projection, backbone: Backbone) -> None:
+    def __init__(self, projection: Projection, backbone: Backbone, compute: Compute = FP32) -> None:
         super().__init__()
         self.projection = projection
         self.backbone = backbone
+        self.compute = compute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.projection(x))
+        return self.compute(lambda z: self.backbone(self.projection(z)), x)
 
 
 class UMLModel(nn.Module):
@@ -150,6 +178,7 @@ class UMLModel(nn.Module):
         self.cfg = cfg
         self.projections = nn.ModuleDict({m: Projection(c, cfg) for m, c in in_channels.items()})
         self.backbone = Backbone(num_classes, cfg)
+        self.compute = FP32
 
     @property
     def modalities(self) -> list[str]:
@@ -161,15 +190,26 @@ class UMLModel(nn.Module):
         return self.projections[modality]
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        return self.backbone(self.projection(modality)(x))
+        return self.compute(lambda z: self.backbone(self.projection(modality)(z)), x)
 
     def features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """Pooled features of modality ``modality`` (input of the shared classifier)."""
-        return self.backbone.features(self.projection(modality)(x))
+        return self.compute(lambda z: self.backbone.features(self.projection(modality)(z)), x)
 
     def modality_model(self, modality: str) -> ModalityModel:
         """A view of h_k sharing this model's modules (deep-copy it before changing BN state)."""
-        return ModalityModel(self.projection(modality), self.backbone)
+        return ModalityModel(self.projection(modality), self.backbone, self.compute)
+
+    def set_compute(self, compute: Compute, compile_mode: str = "off") -> UMLModel:
+        """Precision and memory layout of every forward pass; ``compile_mode`` (not ``off``) compiles
+        the projections and the backbone in place (parameter names unchanged)."""
+        self.compute = compute
+        if compute.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if compile_mode != "off":
+            for module in (*self.projections.values(), self.backbone):
+                module.compile(mode=None if compile_mode == "default" else compile_mode)
+        return self
 
 
 def backbone_state(model: UMLModel | ModalityModel | Backbone) -> "OrderedDict[str, torch.Tensor]":

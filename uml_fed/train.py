@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .model import BACKBONE_PREFIX, UMLModel
+from .model import BACKBONE_PREFIX, Compute, UMLModel
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -35,6 +35,15 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but CUDA is not available on this machine; use 'auto' or 'cpu'")
     return dev
+
+
+def compute_for(train: "TrainConfig", device: torch.device) -> Compute:
+    """``train.precision`` / ``train.channels_last`` resolved for ``device`` (``auto``: the fast
+    choices on a GPU, plain float32 NCHW on the CPU, where bf16 autocast is slower)."""
+    gpu = device.type == "cuda"
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and gpu and torch.cuda.is_bf16_supported())
+    nhwc = train.channels_last == "on" or (train.channels_last == "auto" and gpu)
+    return Compute(torch.bfloat16 if bf16 else None, nhwc)
 
 
 def derived_seed(seed: int, *parts: object) -> int:

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from logging import ERROR, WARNING
 from functools import lru_cache
@@ -37,6 +38,7 @@ from ..train import (
     BatchStream,
     Proximal,
     Selection,
+    compute_for,
     derived_seed,
     evaluate,
     lr_at,
@@ -125,8 +127,11 @@ class InstitutionClient:
         self.modality = modality_of(cfg)[self.name]
         torch.manual_seed(derived_seed(cfg.seed, "init", self.name))
         self.model = UMLModel({self.name: self.inst.in_channels}, len(self.inst.classes), cfg.model).to(self.device)
+        self.model.set_compute(compute_for(cfg.train, self.device), cfg.train.compile)
         self.optimizer = make_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay)
         self.selection = Selection(cfg.train.select_after)
+        self.restored_best_at = -1  # the selection's round when the state was restored
+        self.round = 0  # the round whose private state this object holds in memory
         self.store: PrivateStore | None = None
 
     def bind(self, config: Mapping[str, Any]) -> int:
@@ -154,17 +159,27 @@ class InstitutionClient:
             ) from e
         if saved["optimizer"] is not None:
             self.optimizer.load_state_dict(saved["optimizer"])
-        self.selection = Selection(**saved["selection"])
-        return int(saved["round"])
+        best = saved["selection"]
+        state = self.store.load_file(f"selected_{best['best_at']}.pt") if best["best_at"] >= 0 else None
+        self.selection = Selection(**best, state=state)
+        self.restored_best_at = self.selection.best_at
+        self.round = int(saved["round"])
+        return self.round
 
     def save(self, server_round: int) -> None:
+        """The private state after ``server_round``; the selected weights only when the selection changed
+        (their own file, named by the round they come from, kept while a round file refers to it)."""
         assert self.store is not None, "bind() the run first"
         keep = self.cfg.fed.keep_optimizer_state
+        best = {"after": self.selection.after, "best_acc": self.selection.best_acc, "best_at": self.selection.best_at}
+        if self.selection.state is not None and not self.store.has_file(f"selected_{best['best_at']}.pt"):
+            self.store.save_file(f"selected_{best['best_at']}.pt", self.selection.state)
         self.store.save(server_round, {
             "private": private_state(self.model, self.name),
             "optimizer": self.optimizer.state_dict() if keep else None,
-            "selection": dataclasses.asdict(self.selection),
-        })
+            "selection": best,
+        }, selected_from=self.restored_best_at)
+        self.round, self.restored_best_at = server_round, self.selection.best_at
         self.store.save_file("projection.pt", {"round": server_round, "institution": self.name,
                                                "projection": projection_state(self.model, self.name)})
 
@@ -192,7 +207,8 @@ class InstitutionClient:
         modality's average projection); the reply holds ONLY backbone arrays (+ projection) + metrics."""
         t, fed = self.cfg.train, self.cfg.fed
         rnd = self.bind(content[records.CONFIG])
-        self.restore(rnd - 1)
+        if self.round != rnd - 1:  # not what this process holds from the round before: the disk's
+            self.restore(rnd - 1)
         load_backbone_state(self.model, records.to_state(content[records.BACKBONE]))
         if records.PROJECTION in content.array_records:
             self.model.projection(self.name).load_state_dict(records.to_state(content[records.PROJECTION]),
@@ -223,12 +239,14 @@ class InstitutionClient:
             "train-time-s": float(train_time),
         })
         shared = records.to_record(projection_params(self.model, self.name)) if fed.projection_sharing == "modality" else None
-        return records.train_reply(records.to_record(backbone_state(self.model)), reply, shared)
+        backbone = records.to_record(backbone_state(self.model), fed.wire_dtype)
+        return records.train_reply(backbone, reply, shared)
 
     def calibrate(self, content: RecordDict) -> RecordDict:
         """Final round: pick the selected model, Algorithm 2 on own train data, evaluate val/test."""
         rnd = self.bind(content[records.CONFIG])
-        self.restore(rnd)
+        if self.round != rnd:
+            self.restore(rnd)
         load_backbone_state(self.model, records.to_state(content[records.BACKBONE]))
         final_val = self.consider(rnd)
         mm = self.model.modality_model(self.name)
@@ -268,6 +286,24 @@ def projection_params(model: UMLModel, name: str) -> "dict[str, torch.Tensor]":
     return {k: p.detach() for k, p in model.projection(name).named_parameters()}
 
 
+_LIVE: OrderedDict[tuple, InstitutionClient] = OrderedDict()  # (config, institution, run) -> client
+
+
+def live_client(cfg: Config, ident: Identity, config: Mapping[str, Any]) -> InstitutionClient:
+    """The institution's client of this run as this process left it after its last round, or a new one.
+
+    In simulation a Ray actor serves many rounds: keeping the model and optimizer in memory saves
+    rebuilding them and reading the private state back every round (it is still written every
+    round: the disk stays the truth).  A deployed node runs each message in a fresh process.
+    """
+    key = (id(cfg), ident, str(config.get("run-key", "")), str(config.get("output-dir", "")))
+    client = _LIVE.pop(key, None) or InstitutionClient(cfg, ident)
+    _LIVE[key] = client
+    while len(_LIVE) > 8:
+        _LIVE.popitem(last=False)
+    return client
+
+
 def serve(action: str, content: RecordDict, run_config: Mapping[str, Any], node_config: Mapping[str, Any]
           ) -> RecordDict:
     """A node's answer to one message (``describe`` | ``train`` | ``calibrate``).
@@ -284,9 +320,9 @@ def serve(action: str, content: RecordDict, run_config: Mapping[str, Any], node_
     ident = resolve_identity(cfg, node_config)
     try:
         configure_torch(cfg)
-        client = InstitutionClient(cfg, ident)
         if action == "describe":
-            return records.describe_reply(client.describe())
+            return records.describe_reply(InstitutionClient(cfg, ident).describe())
+        client = live_client(cfg, ident, content[records.CONFIG])
         return client.train(content) if action == "train" else client.calibrate(content)
     except Exception as e:  # noqa: BLE001 - reported to the server, in full or reduced
         detail = cfg.fed.error_detail

@@ -4,7 +4,9 @@
 
 * ``round_<r>.pt``: after round r -- the private part of the model (projection, and with ordinary BN
   the backbone's running statistics), the optimizer state (AdamW moments) and the model selection
-  (best validation accuracy so far, its round and its weights);
+  (best validation accuracy so far and its round);
+* ``selected_<r>.pt``: the weights of the model selected at round r (written once, when selected;
+  kept while a kept round file refers to it);
 * ``projection.pt``: the latest projection alone (for inspection);
 * ``model.pt``: the final reported model (calibrated, or with its running statistics).
 
@@ -41,15 +43,17 @@ class PrivateStore:
     def _file(self, server_round: int) -> Path:
         return self.path / f"round_{server_round}.pt"
 
-    def save(self, server_round: int, state: dict[str, Any]) -> Path:
-        """Write the state after ``server_round`` atomically; keep it and the round before."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f"round_{server_round}.tmp"
-        torch.save({"round": server_round, **state}, tmp)
-        tmp.replace(self._file(server_round))
+    def save(self, server_round: int, state: dict[str, Any], selected_from: int = -1) -> Path:
+        """Write the state after ``server_round`` atomically; keep it and the round before, and the
+        selected weights from round ``selected_from`` on (the selection of the round before: a
+        selection only ever moves to later rounds, so older ones are no longer referenced)."""
+        self.save_file(f"round_{server_round}.pt", {"round": server_round, **state})
         for old in self.rounds():
             if old < server_round - 1:
                 self._file(old).unlink(missing_ok=True)
+        for p in self.path.glob("selected_*.pt"):
+            if int(p.stem.split("_")[1]) < selected_from:
+                p.unlink(missing_ok=True)
         return self._file(server_round)
 
     def load(self, upto_round: int) -> dict[str, Any] | None:
@@ -59,7 +63,13 @@ class PrivateStore:
             return None
         return torch.load(self._file(done[-1]), weights_only=False)
 
-    def save_file(self, name: str, payload: dict[str, Any]) -> Path:
+    def has_file(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def load_file(self, name: str) -> Any:
+        return torch.load(self.path / name, weights_only=False)
+
+    def save_file(self, name: str, payload: Any) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / name
         tmp = path.with_suffix(".tmp")

@@ -31,6 +31,7 @@ class RoundLog:
     run: RunDir | None = None
     tensorboard: Any = None  # a torch.utils.tensorboard SummaryWriter, or None
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    warned_serial: bool = False
 
     def record(self, server_round: int, asked: list[str], replies: dict[str, Message], seconds: float) -> dict:
         """Log one round from its final replies per institution (missing = asked, never answered)."""
@@ -56,7 +57,22 @@ class RoundLog:
         if self.run is not None:
             self.run.log(row, file="rounds.jsonl")
         self._print(row)
+        self._check_parallel(row)
         return row
+
+    def _check_parallel(self, row: dict[str, Any]) -> None:
+        """Say so when the institutions of a round trained one after another (e.g. Flower's default
+        of 2 CPUs per simulated client on a 2-core machine leaves room for one client at a time)."""
+        times = [c.get("train-time-s", 0.0) for c in row["clients"].values()]
+        if self.warned_serial or row["round"] < 2 or len(times) < 2 or sum(times) < 1.5 * max(times):
+            return
+        if row["round_s"] >= 0.9 * sum(times):
+            self.warned_serial = True
+            log(WARNING, "round %d took %.1f s, the sum of the institutions' training times (%s): they trained "
+                "one after another. In a Ray simulation give each client fewer CPUs so that they run side by "
+                "side, e.g. --federation-config \"num-supernodes=%d client-resources-num-cpus=1\" (Flower's "
+                "default is 2 per client)", row["round"], row["round_s"], ", ".join(f"{t:.1f} s" for t in times),
+                len(times))
 
     def _print(self, row: dict[str, Any]) -> None:
         r = row["round"]

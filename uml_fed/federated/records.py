@@ -27,12 +27,17 @@ DESCRIBE = "query.describe"
 CALIBRATE = "query.calibrate"
 
 
-def to_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord(OrderedDict((k, v.detach().cpu()) for k, v in state.items()))
+def to_record(state: Mapping[str, torch.Tensor], dtype: str = "float32") -> ArrayRecord:
+    """Arrays for the wire; ``dtype`` float16 halves the bytes of floating-point arrays."""
+    cast = getattr(torch, dtype)
+    return ArrayRecord(OrderedDict(
+        (k, v.detach().cpu().to(cast) if v.is_floating_point() else v.detach().cpu()) for k, v in state.items()
+    ))
 
 
 def to_state(record: ArrayRecord) -> "OrderedDict[str, torch.Tensor]":
-    return record.to_torch_state_dict()
+    """Tensors from the wire, floating point as float32 (what the models and the aggregation use)."""
+    return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in record.to_torch_state_dict().items())
 
 
 def train_content(backbone: ArrayRecord, config: ConfigRecord, projection: ArrayRecord | None = None) -> RecordDict:

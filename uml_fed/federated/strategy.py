@@ -61,15 +61,17 @@ class Aggregator:
             kwargs["proximal_mu"] = cfg.fed.proximal_mu  # the client adds the term (Flower's FedProx design)
         self.base = STRATEGIES[cfg.fed.strategy](**kwargs)
         self.sharing = cfg.fed.projection_sharing == "modality"
+        self.wire_dtype = cfg.fed.wire_dtype
         self.modality_of = modality_of
         self.projections: dict[str, ArrayRecord] = {}  # modality -> its institutions' average projection
 
     def messages(self, backbone: ArrayRecord, config: ConfigRecord, nodes: dict[int, str]) -> list[Message]:
         """One train message per node (institution) chosen for the round."""
         out = []
+        wire = backbone if self.wire_dtype == "float32" else records.to_record(records.to_state(backbone), self.wire_dtype)
         for node, institution in sorted(nodes.items(), key=lambda kv: kv[1]):
             projection = self.projections.get(self.modality_of[institution]) if self.sharing else None
-            content = records.train_content(backbone, config, projection)
+            content = records.train_content(wire, config, projection)
             out.append(Message(content=content, message_type=records.TRAIN, dst_node_id=node))
         return out
 
@@ -79,6 +81,9 @@ class Aggregator:
         if not ok:
             return None
         shared = {who(r): records.take_projection(r.content) for r in ok}
+        if self.wire_dtype != "float32":  # aggregate in float32 whatever the wire carried
+            for r in ok:
+                r.content[records.BACKBONE] = records.to_record(records.to_state(r.content[records.BACKBONE]))
         backbone, _ = self.base.aggregate_train(server_round, ok)
         if self.sharing:
             by_modality: dict[str, list[RecordDict]] = {}
