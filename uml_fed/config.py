@@ -135,6 +135,7 @@ class RunnerConfig:
     report_root: str = ""  # where reports go instead (e.g. docs/results); "" = root. Runs always stay under root
     scale: str = "cpu"  # cpu = embedded synthetic data, CPU-sized model/schedule | paper = a real archive, Table 7 (GPU)
     dataset: str = "bigearthnet"  # paper scale: bigearthnet | sen12ms | eurosat_s1_rgb (configs/experiment presets)
+    parallel: int = 1  # federated runs (separate flwr processes) at once, e.g. the schedules of a sweep on a big GPU
 
 
 @dataclass
@@ -245,6 +246,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"runner.scale={cfg.runner.scale!r} must be 'cpu' or 'paper'")
     if cfg.runner.dataset not in ("bigearthnet", "sen12ms", "eurosat_s1_rgb"):
         raise ConfigError(f"runner.dataset={cfg.runner.dataset!r} must be bigearthnet, sen12ms or eurosat_s1_rgb")
+    if cfg.runner.parallel < 1:
+        raise ConfigError(f"runner.parallel={cfg.runner.parallel} must be >= 1")
     if not cfg.runner.seeds:
         raise ConfigError("runner.seeds is empty: give at least one seed, e.g. runner.seeds=[0,1,2]")
     if not d.modalities:

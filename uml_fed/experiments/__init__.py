@@ -43,7 +43,8 @@ def run_experiment(name: str, overrides: list[str], log=print) -> dict[str, Any]
     cfg = load_config(base)
     arms = exp.arms(cfg, cfg.runner.scale)
     root = Path(cfg.runner.root).expanduser().resolve()
-    runs = [run_arm(arm, seed, base, root, log) for seed in cfg.runner.seeds for arm in arms]
+    jobs = [(arm, seed) for seed in cfg.runner.seeds for arm in arms]
+    runs = run_all(jobs, base, root, cfg.runner.parallel, log)
     reports = Path(cfg.runner.report_root).expanduser().resolve() if cfg.runner.report_root else root
     out = reports / name / variant
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,23 @@ def write_index(reports: Path) -> Path:
     index = reports / "README.md"
     index.write_text("\n".join(lines))
     return index
+
+
+def run_all(jobs: list, base: list[str], root: Path, parallel: int, log) -> list[rep.Run]:  # type: ignore[no-untyped-def]
+    """Every (arm, seed): in-process runs one after another (they seed torch's global generator);
+    federated runs, each its own ``flwr run`` process, ``parallel`` at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done: dict[int, rep.Run] = {}
+    federated = [i for i, (arm, _) in enumerate(jobs) if arm.method == "federated"]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        pending = {i: pool.submit(run_arm, *jobs[i], base, root, log) for i in federated} if parallel > 1 else {}
+        for i, (arm, seed) in enumerate(jobs):
+            if i not in pending:
+                done[i] = run_arm(arm, seed, base, root, log)
+        for i, future in pending.items():
+            done[i] = future.result()
+    return [done[i] for i in range(len(jobs))]
 
 
 def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str, Any]) -> dict[str, Any]:

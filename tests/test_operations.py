@@ -1,0 +1,184 @@
+"""What an operator relies on: fail fast with a name and a reason, one line per round, the CLI's
+one-line errors, the deploy scripts' settings, and the compute options (CPU-checkable parts)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_overrides
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from uml_fed.config import ConfigError, from_run_config, load_config
+from uml_fed.federated import records
+from uml_fed.federated.federation import RunFailed, handshake, one_line
+from uml_fed.federated.progress import RoundLog
+
+TINY_RUN = {"overrides": " ".join(tiny_overrides())}
+
+
+class OneNodeGrid:
+    """Only institution s1 ever connects (s2's node hangs before connecting)."""
+
+    def get_node_ids(self):
+        return [7]
+
+    def push_messages(self, messages):
+        self.replies = [Message(RecordDict({"info": ConfigRecord({"institution": "s1", "modality": "s1",
+                                                                   "classes": ["a", "b"]})}), reply_to=m)
+                        for m in messages]
+        return [r.metadata.reply_to_message_id for r in self.replies]
+
+    def pull_messages(self, ids):
+        return [r for r in self.replies if r.metadata.reply_to_message_id in set(ids)]
+
+
+def test_a_missing_institution_ends_the_handshake_at_once_naming_it():
+    cfg = from_run_config({"overrides": TINY_RUN["overrides"] + " fed.handshake_timeout=1"})
+    import time
+
+    tic = time.monotonic()
+    with pytest.raises(RunFailed, match=r"institution s2: did not answer the handshake within "
+                                        r"fed.handshake_timeout=1 s .*missing: \['s2'\]"):
+        handshake(OneNodeGrid(), cfg, ["s1", "s2"])
+    assert time.monotonic() - tic < 10
+    lenient = from_run_config({"overrides": TINY_RUN["overrides"] + " fed.handshake_timeout=1 fed.min_nodes=1"})
+    federation, classes = handshake(OneNodeGrid(), lenient, ["s1", "s2"])
+    assert federation.names == {7: "s1"} and classes == ["a", "b"]
+
+
+def test_config_errors_name_their_key_before_any_data_is_loaded():
+    from uml_fed.federated.runtime import server_config
+
+    for overrides, key in (("fed.strategy=fedsgd", "fed.strategy"), ("train.lr=0", "train.lr"),
+                           ("fed.weighting=size", "fed.weighting"), ("fed.proximal_mu=0.1", "fed.proximal_mu"),
+                           ("fed.round_timeout=0", "fed.round_timeout"), ("train.precision=fp8", "train.precision")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            server_config({"overrides": f"{TINY_RUN['overrides']} {overrides} data=eurosat_s1_rgb data.root=/nowhere"})
+
+
+def test_error_reasons_are_one_line():
+    assert one_line("Traceback (most recent call last):\n  File x\nValueError: bad band\n") == "ValueError: bad band"
+    assert str(RunFailed("s2", "a\nb\nOSError: disk full")) == "institution s2: OSError: disk full"
+
+
+def _reply(institution_time: float, node: int) -> Message:
+    request = Message(content=RecordDict(), dst_node_id=node, message_type="train")
+    metrics = MetricRecord({"train-loss": 0.5, "train-acc": 0.8, "arrived-val-acc": 0.7,
+                            "train-time-s": institution_time})
+    return Message(RecordDict({"metrics": metrics}), reply_to=request)
+
+
+def test_one_line_per_round_and_a_warning_when_institutions_train_one_after_another(caplog, tmp_path):
+    from uml_fed.results import RunDir
+
+    log = RoundLog(rounds_total=3, run=RunDir(tmp_path))
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        log.record(1, ["s1", "s2"], {"s1": _reply(2.0, 1), "s2": _reply(2.1, 2)}, 2.4)
+        log.record(2, ["s1", "s2"], {"s1": _reply(2.0, 1), "s2": _reply(2.0, 2)}, 4.2)  # 2 + 2 s in a row
+        log.record(3, ["s1", "s2"], {"s1": _reply(2.0, 1)}, 2.2)
+    lines = [r.getMessage() for r in caplog.records]
+    per_round = [line for line in lines if line.startswith("round ") and " | " in line]
+    assert len(per_round) == 3
+    assert per_round[0].startswith("round 1/3 | s1: loss 0.500 acc 0.800 val 0.700 (2.0 s) | s2: ")
+    assert "ETA" in per_round[0] and "overhead 0.3 s" in per_round[0]
+    assert "s2: no reply" in per_round[2]
+    serial = [line for line in lines if "trained one after another" in line]
+    assert len(serial) == 1 and "client-resources-num-cpus=1" in serial[0]
+    assert (tmp_path / "rounds.jsonl").read_text().count("\n") == 3
+
+
+def test_tensorboard_gets_the_per_round_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    from uml_fed.federated.progress import tensorboard_writer
+    from uml_fed.results import RunDir
+
+    run = RunDir(tmp_path)
+    log = RoundLog(rounds_total=1, run=run, tensorboard=tensorboard_writer(True, run))
+    log.record(1, ["s1"], {"s1": _reply(1.0, 1)}, 1.2)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_cli_user_errors_are_one_line_with_exit_code_2(tmp_path):
+    cli = [sys.executable, "-m", "uml_fed.cli"]
+    for args, expected in (
+        (["centralized", "train.lr=-1"], "uml-fed centralized: error: train.lr=-1.0"),
+        (["prepare-data", "data=eurosat_s1_rgb", f"data.root={tmp_path / 'none'}"], "does not exist"),
+        (["experiment", "table9"], "unknown experiment 'table9'"),
+    ):
+        proc = subprocess.run([*cli, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert expected in proc.stderr and "Traceback" not in proc.stderr
+        assert len([line for line in proc.stderr.splitlines() if "error:" in line]) == 1
+
+
+def test_make_certs_writes_where_uml_fed_certs_says(tmp_path):
+    from uml_fed.federated.launch import APP_DIR
+
+    env = {**os.environ, "UML_FED_CERTS": str(tmp_path / "certs")}
+    proc = subprocess.run(["bash", str(APP_DIR / "deploy" / "make-certs.sh"), "s1"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert {"ca.crt", "server.pem", "supernode-s1", "supernode-s1.pub"} <= {p.name for p in (tmp_path / "certs").iterdir()}
+
+
+def test_float16_on_the_wire_halves_the_bytes_and_aggregates_in_float32():
+    from uml_fed.federated.strategy import Aggregator
+
+    cfg = from_run_config({"overrides": TINY_RUN["overrides"] + " fed.wire_dtype=float16"})
+    state = OrderedDict(w=torch.tensor([1.0, 2.0 + 1e-3]), n=torch.tensor([3]))
+    wire = records.to_record(state, "float16")
+    assert wire["w"].numpy().dtype == np.float16 and wire["n"].numpy().dtype == np.int64
+    back = records.to_state(wire)
+    assert back["w"].dtype == torch.float32 and torch.allclose(back["w"], state["w"], atol=1e-3)
+
+    def reply(value: float, node: int) -> Message:
+        request = Message(content=RecordDict(), dst_node_id=node, message_type="train")
+        arrays = records.to_record(OrderedDict(w=torch.full((3,), value)), "float16")
+        return Message(records.train_reply(arrays, MetricRecord({"uniform-weight": 1, "num-examples": 1})),
+                       reply_to=request)
+
+    agg = Aggregator(cfg, {"a": "a", "b": "b"})
+    names = {1: "a", 2: "b"}
+    out = agg.aggregate(1, [reply(1.0, 1), reply(2.0, 2)], lambda m: names[m.metadata.src_node_id])
+    assert out["w"].numpy().dtype == np.float32 and np.allclose(out["w"].numpy(), 1.5)
+    sent = agg.messages(out, ConfigRecord({"server-round": 2}), {1: "a"})[0]
+    assert sent.content["arrays"]["w"].numpy().dtype == np.float16
+
+
+def test_compute_options_train_and_evaluate_on_the_cpu():
+    """bf16 autocast and channels-last: same parameters and names, float32 outputs, a loss that goes
+    down; ``auto`` keeps float32 NCHW on the CPU (bf16 is slower there)."""
+    from uml_fed.data import load_institutions
+    from uml_fed.evaluation import split_tensors
+    from uml_fed.model import Compute, UMLModel
+    from uml_fed.train import BatchStream, compute_for, evaluate, make_optimizer, train_one_epoch
+
+    cfg = load_config(tiny_overrides())
+    assert compute_for(cfg.train, torch.device("cpu")) == Compute(None, False)
+    inst = load_institutions(cfg, only="s2")[0]
+    x, y = split_tensors(inst, "train")
+    torch.manual_seed(0)
+    model = UMLModel({"s2": inst.in_channels}, 6, cfg.model)
+    names = list(model.state_dict())
+    model.set_compute(Compute(torch.bfloat16, channels_last=True))
+    assert list(model.state_dict()) == names
+    assert model(x[:4], "s2").dtype == torch.float32
+    opt = make_optimizer(model, 1e-3, 0.0)
+    streams = {"s2": BatchStream(x, y, 16, torch.Generator().manual_seed(0))}
+    first = train_one_epoch(model, streams, opt)["loss"]
+    for _ in range(3):
+        last = train_one_epoch(model, streams, opt)["loss"]
+    assert np.isfinite(last) and last < first
+    assert 0.0 <= evaluate(model.modality_model("s2"), x, y, torch.device("cpu"))["acc"] <= 1.0
+
+
+def test_experiment_runs_federated_schedules_side_by_side_when_asked():
+    with pytest.raises(ConfigError, match="runner.parallel=0 must be >= 1"):
+        load_config(["runner.parallel=0"])
