@@ -309,9 +309,16 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "num-threads": "train.num_threads",
     "data-root": "data.root",
     "resume": "fed.resume",
+    "projection-sharing": "fed.projection_sharing",
+    "handshake-timeout": "fed.handshake_timeout",
+    "rejoin-timeout": "fed.rejoin_timeout",
+    "error-detail": "fed.error_detail",
+    "wire-dtype": "fed.wire_dtype",
+    "tensorboard": "fed.tensorboard",
 }
 KEEP: dict[str, Any] = {
     "local-epochs": 0, "num-server-rounds": 0, "total-epochs": 0, "min-nodes": 0, "round-timeout": 0,
+    "handshake-timeout": 0, "rejoin-timeout": 0, "tensorboard": False,
     "fraction-train": 0, "proximal-mu": -1, "seed": -1, "num-threads": -1,
 }
 
