@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config
-from .data import Institution, Split, canonical_order, load_institutions
+from .data import Institution, Split, canonical_order, institution_specs, load_institutions
 from .evaluation import calibrate_and_evaluate, split_tensors
 from .methods import Method, build_method
 from .model import ModalityModel, UMLModel, build_unimodal
@@ -93,6 +93,10 @@ def fit(
     return selected, epochs
 
 
+def modality_of(cfg: Config) -> dict[str, str]:
+    return {s.name: s.modality for s in institution_specs(cfg)}
+
+
 def _prepare(cfg: Config, institutions: list[Institution] | None) -> tuple[torch.device, RunDir, list[Institution]]:
     """Threads, device, run directory (with the resolved config) and the institutions' data."""
     if cfg.train.num_threads > 0:
@@ -107,18 +111,33 @@ def _prepare(cfg: Config, institutions: list[Institution] | None) -> tuple[torch
 
 def _train_and_evaluate(
     arm: str, model: UMLModel, institutions: list[Institution], cfg: Config, device: torch.device, run: RunDir,
-    results: dict[str, Any], method: Method | None = None,
+    results: dict[str, Any], method: Method | None = None, members: dict[str, list[Institution]] | None = None,
 ) -> None:
-    """Fit ``model``, then calibrate + evaluate every selected modality model into ``results``."""
+    """Fit ``model``, then calibrate + evaluate every selected model into ``results``: on the institution
+    it was trained on, or (``members``: pooled training) on each institution of the pool, calibrated on
+    that institution's own data."""
     phase = arm if len(model.modalities) > 1 else f"{arm}/{model.modalities[0]}"
     selected, epochs = fit(model, institutions, cfg, device, run, phase, method)
-    for inst in institutions:
-        r = calibrate_and_evaluate(
-            selected[inst.name], inst, cfg, device, seeded_generator(cfg.seed, "calibrate", arm, inst.name),
-            checkpoint=run.checkpoint_path(f"{arm}_{inst.name}"), model_cfg=model.cfg,
-        )
-        results.setdefault("calibration_s", {})[f"{arm}/{inst.name}"] = r.pop("calibration_s")
-        results["modalities"].setdefault(inst.name, {})[arm] = {**r, "selected_epoch": epochs[inst.name]}
+    for trained in institutions:
+        for inst in (members or {}).get(trained.name, [trained]):
+            r = calibrate_and_evaluate(
+                selected[trained.name], inst, cfg, device, seeded_generator(cfg.seed, "calibrate", arm, inst.name),
+                checkpoint=run.checkpoint_path(f"{arm}_{inst.name}"), model_cfg=model.cfg,
+            )
+            results.setdefault("calibration_s", {})[f"{arm}/{inst.name}"] = r.pop("calibration_s")
+            results["modalities"].setdefault(inst.name, {})[arm] = {**r, "selected_epoch": epochs[trained.name]}
+
+
+def pool(institutions: list[Institution], name: str) -> Institution:
+    """One institution holding the samples of ``institutions`` (same sensor and bands), split by split."""
+    first = institutions[0]
+    splits = {
+        s: Split(np.concatenate([i.split(s).images for i in institutions]),
+                 np.concatenate([i.split(s).labels for i in institutions]),
+                 [sid for i in institutions for sid in i.split(s).ids])
+        for s in first.splits
+    }
+    return Institution(name=name, bands=first.bands, classes=first.classes, splits=splits, source=first.source)
 
 
 def _new_results(cfg: Config, mode: str, institutions: list[Institution]) -> dict[str, Any]:
@@ -134,14 +153,24 @@ def _finish(results: dict[str, Any], run: RunDir, start: float) -> dict[str, Any
 def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict) -> None:
     """Algorithm 1 (or ``cfg.method``'s objective) over all institutions, then Algorithm 2 per institution.
 
-    The results arm is the method's name (``uml``, ``dann``, ...).  A baseline only changes the training
+    The results arm is the method's name (``uml``, ``dann``, ...).  ``train.pool_institutions``: the
+    institutions of one sensor are pooled (one projection per sensor, Algorithm 1 over sensors) and the
+    pooled model is calibrated and evaluated at each of them -- the reference for a federated run with
+    several institutions per sensor.  A baseline only changes the training
     loss: model selection, static-BN calibration and evaluation per modality are UML's."""
     tic = time.perf_counter()
+    members: dict[str, list[Institution]] = {}
+    if cfg.train.pool_institutions:  # one projection per sensor, trained on all its institutions' data
+        modality = modality_of(cfg)
+        for inst in institutions:
+            members.setdefault(modality[inst.name], []).append(inst)
+    trained = [pool(m, name) if len(m) > 1 else m[0] for name, m in members.items()] or institutions
     seed_everything(cfg.seed)
-    model = UMLModel({i.name: i.in_channels for i in institutions}, len(institutions[0].classes), cfg.model)
+    model = UMLModel({i.name: i.in_channels for i in trained}, len(institutions[0].classes), cfg.model)
     method = build_method(cfg.method, model)
     model.to(device).set_compute(compute_for(cfg.train, device), cfg.train.compile)
-    _train_and_evaluate(method.name, model, institutions, cfg, device, run, results, method)
+    _train_and_evaluate(method.name, model, trained, cfg, device, run, results, method,
+                        {t.name: members[t.name] for t in trained} if members else None)
     results["method"] = method.name
     results[f"{method.name}_s"] = time.perf_counter() - tic
 

@@ -85,6 +85,7 @@ class TrainConfig:
     channels_last: str = "auto"  # on | off | auto = on for a GPU (NHWC for tensor cores), off on the CPU
     compile: str = "off"  # torch.compile the projections and backbone: off | default | reduce-overhead | max-autotune
     run_unimodal: bool = True  # centralized command: also train the unimodal baselines for comparison
+    pool_institutions: bool = False  # centralized: pool the institutions of one sensor (one projection per sensor) instead of one each
     unimodal_bn: str = "ordinary"  # unimodal baseline + paired reference: ordinary = running stats, no calibration (Table 7) | calibrated = static BN + Alg. 2
     progress: bool = True  # show progress bars
 
