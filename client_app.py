@@ -8,7 +8,7 @@ carry only backbone arrays (+ the projection when shared within a modality) and 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from uml_fed.federated.client import serve
+from uml_fed.federated.node import serve
 
 app = ClientApp()
 

@@ -17,13 +17,19 @@ from uml_fed.federated.server import run_federated
 
 
 class RecordingGrid:
-    """The real grid, with every reply kept for inspection."""
+    """The real grid, with every reply (and, when asked, every message sent) kept for inspection."""
 
-    def __init__(self, grid, store):
-        self._grid, self._store = grid, store
+    def __init__(self, grid, store, sent=None):
+        self._grid, self._store, self._sent = grid, store, sent
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        if self._sent is not None:
+            self._sent.extend(messages)
+        return self._grid.push_messages(messages)
 
     def pull_messages(self, message_ids):
         replies = list(self._grid.pull_messages(message_ids))
@@ -31,7 +37,7 @@ class RecordingGrid:
         return replies
 
 
-def _simulate(run_config, replies, fail=None):
+def _simulate(run_config, replies, fail=None, nodes=2, sent=None):
     """run_simulation with the real handlers; ``fail(msg, context)`` may raise to play a crashing client."""
     from flwr.simulation import run_simulation
 
@@ -40,7 +46,7 @@ def _simulate(run_config, replies, fail=None):
     @server.main()
     def _main(grid, context):
         cfg, names = server_config(run_config)  # run_simulation passes an empty run config
-        run_federated(RecordingGrid(grid, replies), cfg, names)
+        run_federated(RecordingGrid(grid, replies, sent), cfg, names)
 
     client = ClientApp()
 
@@ -58,7 +64,7 @@ def _simulate(run_config, replies, fail=None):
     client.query("describe")(with_config(real_client.describe))
     client.query("calibrate")(with_config(real_client.calibrate))
 
-    run_simulation(server, client, num_supernodes=2, backend_config={"client_resources": {"num_cpus": 1}})
+    run_simulation(server, client, num_supernodes=nodes, backend_config={"client_resources": {"num_cpus": 1}})
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +186,39 @@ def test_run_killed_after_a_round_resumes_to_the_same_results(tmp_path):
     b = json.loads((out / "results.json").read_text())
     assert b["resumed_after_round"] >= 2
     assert _strip(b["modalities"]) == _strip(a["modalities"])
+
+
+@pytest.mark.slow
+def test_four_institutions_two_per_sensor_share_projections_within_their_sensor_only(tmp_path):
+    """K = 4 (2 sensors x 2 institutions, Dirichlet partitions): the backbone is averaged over all four
+    with each sensor weighing the same, each sensor's projections are averaged among its institutions,
+    and no message to an institution ever carries another sensor's projection."""
+    overrides = tiny_overrides("data.partition.institutions=2", "data.partition.method=dirichlet",
+                               "data.partition.alpha=1.0", "fed.weighting=modality", "fed.projection_sharing=modality")
+    run_config = {"overrides": " ".join(overrides), "local-epochs": 1, "total-epochs": 2,
+                  "output-dir": str(tmp_path / "run")}
+    replies, sent = [], []
+    _simulate(run_config, replies, nodes=4, sent=sent)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "finished" and set(results["modalities"]) == {"s1_0", "s1_1", "s2_0", "s2_1"}
+    describe = {r.metadata.src_node_id: dict(r.content["info"]) for r in replies if r.metadata.message_type == "query.describe"}
+    modality = {node: info["modality"] for node, info in describe.items()}
+    assert sorted(modality.values()) == ["s1", "s1", "s2", "s2"]
+    trains = [m for m in sent if m.metadata.message_type == "train"]
+    assert len(trains) == 8
+    first_stem = {"s1": (8, 2, 3, 3), "s2": (8, 12, 3, 3)}
+    received: dict[str, list] = {"s1": [], "s2": []}
+    for m in trains:
+        mod = modality[m.metadata.dst_node_id]
+        if m.content["config"]["server-round"] == 1:
+            assert "projection" not in m.content  # nothing averaged yet
+            continue
+        stem = m.content["projection"]["stem.0.weight"].numpy()
+        assert stem.shape == first_stem[mod]  # its own sensor's projection, never the other's
+        received[mod].append(stem)
+    for mod, stems in received.items():  # both institutions of a sensor receive the same average
+        assert len(stems) == 2 and (stems[0] == stems[1]).all()
+    for m in (r for r in replies if r.metadata.message_type == "train"):
+        assert dict(m.content["metrics"])["modality-weight"] == 0.5
+    for inst in ("s1_0", "s1_1", "s2_0", "s2_1"):
+        assert len(list((tmp_path / "run" / "clients" / inst).glob("*/model.pt"))) == 1

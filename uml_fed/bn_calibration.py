@@ -71,13 +71,3 @@ def calibrate_bn(
                 continue
             calibrated(images[idx].to(device, non_blocking=True))
     return calibrated.eval()
-
-
-def bn_statistics(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The running statistics of every BN layer (e.g. to save beside a calibrated checkpoint)."""
-    out = {}
-    for name, m in module.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-            out[f"{name}.running_mean"] = m.running_mean.detach().clone()
-            out[f"{name}.running_var"] = m.running_var.detach().clone()
-    return out

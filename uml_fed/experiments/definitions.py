@@ -28,6 +28,8 @@ LABELS = {  # also the row order of reports: the paper's, baselines between unim
     "uml": "UML (centralized, BN cal.)",
     "uml_ordinary_bn": "UML, ordinary BN (no cal.)",
     "fed": "UML (federated, BN cal.)",
+    "fed_shared": "UML (federated, projections shared within a sensor)",
+    "uml_pooled": "UML (centralized, institutions pooled per sensor)",
     "paired": "Paired fusion (multimodal input)",
 }
 DA_BASELINES = ("dann", "cdan", "mcc", "mdd")  # Table 4's domain-adaptation rows, in the paper's order
@@ -96,6 +98,22 @@ def _table2(cfg: Config, scale: str) -> list[Arm]:
     ]
 
 
+def _institutions(cfg: Config, scale: str) -> list[Arm]:
+    fed = ("fed.local_epochs=5",)
+    arms = [Arm("unimodal", "unimodal", group="one institution per sensor"),
+            Arm("fed", "federated", fed, group="one institution per sensor")]
+    for method in ("dirichlet", "natural"):
+        sites = ("data.partition.institutions=3", f"data.partition.method={method}")
+        group = f"3 per sensor, {method}"
+        arms += [
+            Arm("unimodal", "unimodal", sites, group=group),
+            Arm("fed", "federated", (*sites, *fed), group=group),
+            Arm("fed_shared", "federated", (*sites, *fed, "fed.projection_sharing=modality"), group=group),
+            Arm("uml_pooled", "uml", (*sites, "train.pool_institutions=true"), group=group),
+        ]
+    return arms
+
+
 def _depth(cfg: Config, scale: str) -> list[Arm]:
     arms = [Arm("unimodal", "unimodal")]
     for p in range(9):
@@ -126,6 +144,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("table2", "Table 2", "related vs unrelated auxiliary modality: accuracy change of each "
                    "modality when trained with each other one", _table2, "unrelated_auxiliary",
                    cpu=("data.modalities=[s1,s2,objects]",), matrix=True),
+        Experiment("institutions", "Issue 9", "2 sensors x 3 institutions (Dirichlet label skew, natural "
+                   "regions) against one institution per sensor: does sharing projections within a sensor help "
+                   "when each site has little data?", _institutions, "{dataset}_bimodal_lowdata"),
         Experiment("projection-depth", "Figure 7", "projection depth P = 0..8 blocks, with and without BN "
                    "calibration (paper scale: fine-grained, as Figure 7; CPU scale: bi-modal)", _depth,
                    "{dataset}_finegrained_lowdata", figure="lines", x_label="projection blocks P"),

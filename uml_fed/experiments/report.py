@@ -26,6 +26,7 @@ class Table:
     values: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     series: dict[str, str] = field(default_factory=dict)  # arm key -> series
     x: dict[str, float | None] = field(default_factory=dict)  # arm key -> x
+    group: dict[str, str] = field(default_factory=dict)  # arm key -> group
     evaluations: dict[str, str] = field(default_factory=dict)  # arm key -> reported evaluation
 
     @classmethod
@@ -44,6 +45,7 @@ class Table:
             table.values.setdefault(run.arm.key, {})[run.seed] = per_inst
             table.series[run.arm.key] = run.arm.series
             table.x[run.arm.key] = run.arm.x
+            table.group[run.arm.key] = run.arm.group
         return table
 
     def seeds(self, key: str) -> list[int]:
@@ -117,9 +119,10 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def reference_of(table: Table, key: str) -> str | None:
-    """The unimodal run a key is compared with: at the same x if there is one, else the plain one."""
-    x = table.x.get(key)
-    for ref in (f"unimodal@{x:g}" if x is not None else None, "unimodal"):
+    """The unimodal run a key is compared with: of the same group and x where there is one."""
+    x, group = table.x.get(key), table.group.get(key, "")
+    base = f"unimodal [{group}]" if group else "unimodal"
+    for ref in (f"{base}@{x:g}" if x is not None else None, base, "unimodal"):
         if ref is not None and ref in table.values:
             return ref
     return None
@@ -127,13 +130,17 @@ def reference_of(table: Table, key: str) -> str | None:
 
 def ordered_keys(table: Table, series_order: list[str]) -> list[str]:
     rank = {s: i for i, s in enumerate(series_order)}
-    return sorted(table.values, key=lambda k: (table.x[k] is not None, table.x[k] or 0, rank.get(table.series[k], 99)))
+    groups = list(dict.fromkeys(table.group[k] for k in table.values))
+    return sorted(table.values, key=lambda k: (groups.index(table.group[k]), table.x[k] is not None, table.x[k] or 0,
+                                               rank.get(table.series[k], 99)))
 
 
 def key_labels(table: Table, names: dict[str, str], x_label: str) -> dict[str, str]:
     out = {}
     for k in table.values:
         name = names.get(table.series[k], table.series[k])
+        if table.group[k]:
+            name = f"{name} [{table.group[k]}]"
         out[k] = name if table.x[k] is None else f"{name}, {x_label or 'x'} = {table.x[k]:g}"
     return out
 

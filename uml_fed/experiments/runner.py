@@ -52,10 +52,12 @@ class Arm:
     method: str  # uml | unimodal | paired | federated
     overrides: tuple[str, ...] = ()
     x: float | None = None  # position on the figure's x axis (training size, L, P), None = none
+    group: str = ""  # a setting the arm belongs to (e.g. a partition), compared with the unimodal arm of its group
 
     @property
     def key(self) -> str:
-        return self.series if self.x is None else f"{self.series}@{self.x:g}"
+        key = f"{self.series} [{self.group}]" if self.group else self.series
+        return key if self.x is None else f"{key}@{self.x:g}"
 
 
 def code_fingerprint() -> str:

@@ -10,7 +10,7 @@ scalar metrics.  Describe and calibrate replies carry no arrays at all.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -35,7 +35,7 @@ def to_record(state: Mapping[str, torch.Tensor], dtype: str = "float32") -> Arra
     ))
 
 
-def to_state(record: ArrayRecord) -> "OrderedDict[str, torch.Tensor]":
+def to_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
     """Tensors from the wire, floating point as float32 (what the models and the aggregation use)."""
     return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in record.to_torch_state_dict().items())
 

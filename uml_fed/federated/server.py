@@ -37,8 +37,8 @@ from ..train import seed_everything
 from . import records
 from .federation import Federation, RunFailed, exchange, handshake, one_line
 from .progress import RoundLog, tensorboard_writer
-from .strategy import Aggregator
 from .server_state import ServerState
+from .strategy import Aggregator
 
 LOST = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.CLIENT_APP_CRASHED)
 
