@@ -1,59 +1,12 @@
-"""Embedded synthetic Sentinel-like scenes: the default data, generated in seconds, no download.
-
-Physical assumptions (each a simplification of real Sentinel-1/2 land-cover imagery):
-
-* **Scenes.** A scene is a 10 m-pixel map of seven surface materials (water, broad-leaved canopy,
-  coniferous canopy, green crop, bare soil, grass, impervious surface) and a map of the parcels,
-  fields, stands or blocks it is divided into.  Each class is a land-cover type with its own spatial
-  layout: *Arable land* = long parallel parcels, each green crop, bare soil or ley grass;
-  *Pastures* = irregular (Voronoi) grazed fields, a few cropped, bounded by hedgerows;
-  *Broad-leaved* / *Coniferous forest* = closed canopy in stands with grass gaps; *Marine waters* =
-  open water with an occasional coast; *Urban fabric* = a street grid of impervious blocks with
-  gardens.  Arable land and pastures share their materials: what tells them apart is the geometry of
-  the parcels, as in real imagery.  Like real patches labelled by their dominant cover, every scene
-  is mixed: a non-dominant cover occupies a random fraction (mean ``mixing``) drawn from smooth
-  Gaussian random fields.
-* **Sentinel-2-like optical (L2A reflectance x 10000, uint16 scale).**  Per-material surface
-  reflectance spectra at the 13 MSI band centres follow typical signatures: water dark and falling to
-  ~0 in NIR/SWIR; vegetation low red, red-edge rise (B05 -> B07) to a NIR plateau, SWIR water
-  absorption (conifers darker than broadleaf); green crop the brightest NIR; bare soil rising
-  monotonically into SWIR; impervious surface bright and flat.  Per parcel: vegetation vigour (crop
-  stage, grazing: scales the red-edge/NIR rise) and soil moisture (darkens soil), so parcel
-  boundaries show.  Per scene: illumination/atmosphere gain (+-10 %).  Per pixel: crown texture
-  (broad-leaved crowns wider than conifer crowns), roofs.  20 m bands are averaged over 2x2 pixels
-  and 60 m bands over 4x4 (the coarser ground sampling), B10 (cirrus) is near zero at the surface.
-  Sensor noise: Gaussian with sigma = 0.002 + reflectance / 150 (SNR ~150 at typical radiance),
-  times ``snr_scale``.
-* **Sentinel-1-like SAR (VV, VH backscatter sigma0 in dB).**  Per-material mean sigma0: water very
-  dark (specular; VV -21, VH -28 dB, +-3 dB with wind roughening), forest bright in VH (volume
-  scattering), crop/grass intermediate, bare soil dark-ish, urban brightest in VV (double bounce)
-  with strong point scatterers.  Per parcel: crop type / growth stage / row direction (1.5 dB), soil
-  moisture and roughness (2 dB), grazing (1 dB), so the parcel geometry the optical sensor sees is
-  in the backscatter too.  Per scene: incidence-angle offset (N(0, 1) dB).  Per pixel: 1 dB natural
-  heterogeneity, then multiplicative speckle: the linear intensity times a Gamma(ENL, 1/ENL) variate
-  (multi-looked intensity; ENL ~4.4 for IW GRD), then back to dB.  Broadleaf and conifer overlap in
-  backscatter and speckle hides texture, so SAR is the weaker modality, as in the real archives.
-* **Unpaired, semantically coherent.**  Every institution draws scenes from the same class-conditional
-  distribution but with its own random stream: no scene is observed by two institutions.
-  ``data.paired=true`` renders the same scenes for every institution (the paired-data reference).
-* **An unrelated modality** (``objects``, Table 2's ImageNette role): RGB pictures of six shapes
-  whose label indices coincide with the land-cover classes but share none of their meaning.
-
-Everything is deterministic given ``seed`` and the institution's name.
-"""
+"""What each synthetic sensor records of a scene: Sentinel-2-like reflectance, Sentinel-1-like
+backscatter with speckle, or the unrelated ``objects`` pictures (see :mod:`uml_fed.data.synthetic`)."""
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
-from ..config import DataConfig
-from .base import SPLITS, DataError, Institution, Split, normalize_institution
-
-CLASSES = ["Arable land", "Broad-leaved forest", "Coniferous forest", "Marine waters", "Pastures", "Urban fabric"]
-MATERIALS = ["water", "broadleaf", "conifer", "crop", "soil", "grass", "urban"]
-WATER, BROADLEAF, CONIFER, CROP, SOIL, GRASS, URBAN = range(7)
+from ..base import DataError
+from .scenes import BROADLEAF, NSEG, SOIL, URBAN, WATER, smooth_field
 
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
 S2_GSD = {"B01": 60, "B09": 60, "B10": 60, "B05": 20, "B06": 20, "B07": 20, "B8A": 20, "B11": 20, "B12": 20}
@@ -91,118 +44,6 @@ SENSOR_KIND = {"s1": "sar", "s2": "optical", "rgb": "optical", "objects": "objec
 BANDS_OF_KIND = {"sar": S1_BANDS, "optical": S2_BANDS, "objects": OBJECT_BANDS}
 
 
-def _stable_seed(*parts: object) -> list[int]:
-    return [zlib.crc32(str(p).encode()) for p in parts]
-
-
-def smooth_field(rng: np.random.Generator, n: int, size: int, length: float) -> np.ndarray:
-    """n standardised Gaussian random fields (size x size) with correlation length ``length`` px."""
-    noise = rng.standard_normal((n, size, size))
-    k = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2
-    kernel = np.exp(-2.0 * (np.pi * length) ** 2 * k)
-    f = np.fft.irfft2(np.fft.rfft2(noise) * kernel, s=(size, size))
-    f -= f.mean(axis=(1, 2), keepdims=True)
-    f /= f.std(axis=(1, 2), keepdims=True) + 1e-12
-    return f
-
-
-def _quantile_mask(field: np.ndarray, fraction: np.ndarray) -> np.ndarray:
-    """Per scene, the top ``fraction`` of the field's pixels."""
-    n = field.shape[0]
-    flat = np.sort(field.reshape(n, -1), axis=1)
-    k = np.clip(np.floor((1.0 - np.clip(fraction, 0.0, 1.0)) * flat.shape[1]).astype(np.int64), 0, flat.shape[1] - 1)
-    thr = flat[np.arange(n), k]
-    mask = field >= thr[:, None, None]
-    mask[np.asarray(fraction) <= 0] = False
-    return mask
-
-
-def _coords(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Rotated along-track coordinate u for each scene (random orientation)."""
-    theta = rng.uniform(0, np.pi, n)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    return xx[None] * np.cos(theta)[:, None, None] + yy[None] * np.sin(theta)[:, None, None]
-
-
-NSEG = 64  # parcel/field ids per scene (ids wrap around; neighbours almost never share one)
-
-
-def _voronoi(n: int, size: int, rng: np.random.Generator, cell: float) -> np.ndarray:
-    """Irregular fields: each pixel belongs to its nearest of ~(size / cell)^2 random seed points."""
-    k = int(np.clip(round((size / cell) ** 2), 2, NSEG))
-    pts = rng.uniform(0, size, (n, k, 2))
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    d = (yy[None, None] - pts[:, :, 0, None, None]) ** 2 + (xx[None, None] - pts[:, :, 1, None, None]) ** 2
-    return d.argmin(axis=1)
-
-
-def _boundaries(seg: np.ndarray) -> np.ndarray:
-    """Pixels whose right or lower neighbour lies in another parcel."""
-    edge = np.zeros(seg.shape, dtype=bool)
-    edge[:, :, :-1] |= seg[:, :, :-1] != seg[:, :, 1:]
-    edge[:, :-1, :] |= seg[:, :-1, :] != seg[:, 1:, :]
-    return edge
-
-
-def material_maps(cls: int, n: int, size: int, rng: np.random.Generator, mixing: float) -> tuple[np.ndarray, np.ndarray]:
-    """n material maps and n parcel maps (both n x size x size, int) for land-cover class ``cls``.
-
-    The parcel map gives every pixel the id (0..NSEG-1) of the field, parcel, block or stand it lies
-    in; sensors vary crop stage, soil moisture and vigour per parcel, so parcel geometry shows in both.
-    """
-    m = np.empty((n, size, size), dtype=np.int64)
-    seg = np.zeros((n, size, size), dtype=np.int64)
-    if cls == 0:  # Arable land: long parallel parcels, each crop, bare soil or ley grass
-        u = _coords(n, size, rng)
-        width = rng.uniform(3.0, 8.0, n)[:, None, None]
-        seg[:] = np.floor(u / width + rng.uniform(0, 1, n)[:, None, None]).astype(np.int64) % NSEG
-        kind = rng.choice([CROP, SOIL, GRASS], size=(n, NSEG), p=[0.55, 0.3, 0.15])
-        m[:] = np.take_along_axis(kind, seg.reshape(n, -1), axis=1).reshape(n, size, size)
-        secondary = [GRASS, BROADLEAF, URBAN]
-    elif cls in (1, 2):  # forests: closed canopy with gaps
-        main, other = (BROADLEAF, CONIFER) if cls == 1 else (CONIFER, BROADLEAF)
-        m[:] = main
-        seg[:] = _voronoi(n, size, rng, 12.0)  # stands
-        gaps = _quantile_mask(smooth_field(rng, n, size, 1.5), rng.uniform(0.0, 0.15, n))
-        m[gaps] = GRASS
-        secondary = [other, other, GRASS, SOIL]
-    elif cls == 3:  # Marine waters: open water, sometimes a coast
-        m[:] = WATER
-        u = _coords(n, size, rng) / size + 0.3 * smooth_field(rng, n, size, 4.0)
-        coast = rng.uniform(size=n) < 0.4
-        land = (u > rng.uniform(0.6, 1.2, n)[:, None, None]) & coast[:, None, None]
-        land_type = rng.choice([SOIL, GRASS, URBAN], size=n)
-        m[:] = np.where(land, land_type[:, None, None], m)
-        seg[:] = land
-        secondary = [SOIL, GRASS, URBAN]
-    elif cls == 4:  # Pastures: irregular grazed fields (a few cropped) bounded by hedgerows
-        seg[:] = _voronoi(n, size, rng, 10.0)
-        kind = rng.choice([GRASS, CROP], size=(n, NSEG), p=[0.85, 0.15])
-        m[:] = np.take_along_axis(kind, seg.reshape(n, -1), axis=1).reshape(n, size, size)
-        hedge = _boundaries(seg) & (rng.uniform(size=n) < 0.7)[:, None, None]
-        m[hedge] = BROADLEAF
-        secondary = [SOIL, BROADLEAF, CROP]
-    elif cls == 5:  # Urban fabric: street grid, impervious blocks, gardens
-        m[:] = URBAN
-        yy, xx = np.mgrid[0:size, 0:size]
-        block = rng.integers(5, 10, n)[:, None, None]
-        off = rng.integers(0, 5, (n, 2))
-        bx, by = (xx[None] + off[:, 0, None, None]) // block, (yy[None] + off[:, 1, None, None]) // block
-        seg[:] = (bx * 7 + by) % NSEG
-        streets = ((xx[None] + off[:, 0, None, None]) % block == 0) | ((yy[None] + off[:, 1, None, None]) % block == 0)
-        gardens = _quantile_mask(smooth_field(rng, n, size, 1.0), rng.uniform(0.15, 0.4, n)) & ~streets
-        m[gardens] = np.where(rng.uniform(size=gardens.sum()) < 0.6, GRASS, BROADLEAF)
-        secondary = [GRASS, BROADLEAF, SOIL]
-    else:
-        raise DataError(f"unknown synthetic class index {cls}")
-    frac = np.clip(rng.uniform(0.0, 1.4 * mixing, n), 0.0, 0.6)
-    mask = _quantile_mask(smooth_field(rng, n, size, rng.uniform(2.0, 5.0)), frac)
-    sec = rng.choice(secondary, size=n)
-    m = np.where(mask, sec[:, None, None], m)
-    seg = np.where(mask, NSEG - 1, seg)
-    return m, seg
-
-
 def _per_parcel(values: np.ndarray, seg: np.ndarray) -> np.ndarray:
     """Broadcast per-(scene, parcel) values (n x NSEG) onto the parcel maps (n x H x W)."""
     n = seg.shape[0]
@@ -218,26 +59,48 @@ def _block_mean(x: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(y, factor, axis=1), factor, axis=2)
 
 
+# What a region does to the pixels (rows in REGIONS order: boreal, temperate, mediterranean), at
+# full strength (data.region_effect=1): vegetation vigour scales the red-edge/NIR rise (short boreal
+# season, mediterranean summer drought), soil brightness scales bare-soil reflectance (wet organic
+# soils are dark, dry ones bright), and soil moisture shifts the backscatter of soil, crop and
+# grass (dielectric constant: wet is bright in SAR).
+REGION_VIGOUR = np.array([0.85, 1.0, 0.80])
+REGION_SOIL = np.array([0.85, 1.0, 1.25])
+REGION_SAR_DB = np.array([1.0, 0.0, -1.5])
+MOIST_SENSITIVE = np.array([False, False, False, True, True, True, False])  # crop, soil, grass
+
+
+def _regional(table: np.ndarray, region: np.ndarray, effect: float, neutral: float) -> np.ndarray:
+    """Per scene, ``table[region]`` moved from ``neutral`` by the strength ``effect`` (n x 1 x 1)."""
+    return (neutral + effect * (table[region] - neutral))[:, None, None]
+
+
 # Per-parcel spread of backscatter (dB, 1 sigma) by material: crop type, growth stage and row
 # direction (crop), soil moisture and roughness (soil), grazing/mowing (grass); little for the rest.
 S1_PARCEL_DB = np.array([0.5, 0.5, 0.5, 1.5, 2.0, 1.0, 1.0])
 
 
 def render_optical(
-    maps: np.ndarray, seg: np.ndarray, bands: list[str], rng: np.random.Generator, snr_scale: float
-) -> np.ndarray:
-    """Sentinel-2-like reflectance x 10000 (float32, N x C x H x W) for the given material/parcel maps."""
+    maps: np.ndarray, seg: np.ndarray, bands: list[str], rng: np.random.Generator, snr_scale: float,
+    region: np.ndarray | None = None, effect: float = 0.0,
+) -> np.ndarray:  # fmt: skip
+    """Sentinel-2-like reflectance x 10000 (float32, N x C x H x W) for the given material/parcel maps
+    (and, with ``effect`` > 0, the regions' phenology and soil shifts; no extra random draws)."""
     n, h, w = maps.shape
     idx = [S2_BANDS.index(b) for b in bands]
     refl = S2_REFLECTANCE[maps]  # n h w 13
     # phenology (crop stage, grazing) scales the red-edge/NIR rise above red, per parcel
     vigour = _per_parcel(rng.uniform(0.7, 1.15, (n, NSEG)), seg)
+    if effect:
+        vigour = vigour * _regional(REGION_VIGOUR, region, effect, 1.0)
     veg = VEGETATION[maps]
     red = refl[..., 3:4]
     refl = np.where(
         (veg[..., None] & RED_EDGE_NIR[None, None, None, :]), red + (refl - red) * vigour[..., None], refl
     )
     moisture = _per_parcel(rng.uniform(0.7, 1.1, (n, NSEG)), seg)
+    if effect:
+        moisture = moisture * _regional(REGION_SOIL, region, effect, 1.0)
     refl = np.where((maps == SOIL)[..., None], refl * moisture[..., None], refl)
     # crowns: broad-leaved crowns are wider than conifer crowns (texture correlation length)
     crowns = np.where(maps == BROADLEAF, smooth_field(rng, n, h, 1.2), smooth_field(rng, n, h, 0.5))
@@ -253,8 +116,12 @@ def render_optical(
     return out
 
 
-def render_sar(maps: np.ndarray, seg: np.ndarray, bands: list[str], rng: np.random.Generator, enl: float) -> np.ndarray:
-    """Sentinel-1-like sigma0 in dB (float32, N x C x H x W) with multiplicative Gamma speckle."""
+def render_sar(
+    maps: np.ndarray, seg: np.ndarray, bands: list[str], rng: np.random.Generator, enl: float,
+    region: np.ndarray | None = None, effect: float = 0.0,
+) -> np.ndarray:  # fmt: skip
+    """Sentinel-1-like sigma0 in dB (float32, N x C x H x W) with multiplicative Gamma speckle (and,
+    with ``effect`` > 0, the regions' soil-moisture shift of soil, crop and grass)."""
     n, h, w = maps.shape
     if enl <= 0:
         raise DataError(f"data.enl={enl}: the equivalent number of looks must be > 0")
@@ -266,46 +133,13 @@ def render_sar(maps: np.ndarray, seg: np.ndarray, bands: list[str], rng: np.rand
     for c, b in enumerate(bands):
         pol = S1_BANDS.index(b)
         db = S1_SIGMA0_DB[maps, pol] + incidence + wind + parcel + 6.0 * scatterers
+        if effect:
+            db = db + _regional(REGION_SAR_DB, region, effect, 0.0) * MOIST_SENSITIVE[maps]
         db = db + rng.normal(0.0, 1.0, maps.shape)
         speckle = rng.gamma(shape=enl, scale=1.0 / enl, size=maps.shape)
         out[:, c] = np.clip(10.0 * np.log10(10.0 ** (db / 10.0) * speckle), -50.0, 10.0)
     return out
 
-
-def sensor_bands(sensor: str, data: DataConfig) -> list[str]:
-    if sensor not in SENSORS:
-        raise DataError(f"unknown modality {sensor!r}; the synthetic source has {sorted(SENSORS)}")
-    bands = list(data.bands.get(sensor, SENSORS[sensor])) if data.bands else list(SENSORS[sensor])
-    allowed = BANDS_OF_KIND[SENSOR_KIND[sensor]]
-    for b in bands:
-        if b not in allowed:
-            raise DataError(f"{b!r} is not a band of synthetic sensor {sensor!r} (bands: {allowed})")
-    if not bands:
-        raise DataError(f"data.bands.{sensor} is empty")
-    return bands
-
-
-def synthetic_institution_names(data: DataConfig) -> list[str]:
-    return [name for name, _, _ in _plan(data)]
-
-
-def _plan(data: DataConfig) -> list[tuple[str, str, list[str]]]:
-    """(institution name, sensor, bands) for every institution of the config."""
-    plan = []
-    for sensor in data.modalities:
-        bands = sensor_bands(sensor, data)
-        if data.per_band:
-            plan.extend((f"{sensor}_{b}", sensor, [b]) for b in bands)
-        else:
-            plan.append((sensor, sensor, bands))
-    return plan
-
-
-def scenes(per_class: int, size: int, rng: np.random.Generator, mixing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``per_class`` scenes of every class: material maps, parcel maps and labels (class by class)."""
-    drawn = [material_maps(cls, per_class, size, rng, mixing) for cls in range(len(CLASSES))]
-    labels = np.repeat(np.arange(len(CLASSES), dtype=np.int64), per_class)
-    return np.concatenate([d[0] for d in drawn]), np.concatenate([d[1] for d in drawn]), labels
 
 
 def render_objects(labels: np.ndarray, bands: list[str], size: int, rng: np.random.Generator) -> np.ndarray:
@@ -339,47 +173,15 @@ def render_objects(labels: np.ndarray, bands: list[str], size: int, rng: np.rand
     return out
 
 
-def render(sensor: str, bands: list[str], maps: np.ndarray, seg: np.ndarray, labels: np.ndarray,
-           rng: np.random.Generator, data: DataConfig) -> np.ndarray:
+def render(
+    sensor: str, bands: list[str], maps: np.ndarray, seg: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+    *, enl: float, snr_scale: float, region: np.ndarray, effect: float,
+) -> np.ndarray:  # fmt: skip
     """What one sensor records of the given scenes (the unrelated ``objects`` sensor ignores them)."""
     kind = SENSOR_KIND[sensor]
     if kind == "sar":
-        return render_sar(maps, seg, bands, rng, data.enl)
+        return render_sar(maps, seg, bands, rng, enl, region, effect)
     if kind == "objects":
         return render_objects(labels, bands, maps.shape[-1], rng)
-    return render_optical(maps, seg, bands, rng, data.snr_scale)
+    return render_optical(maps, seg, bands, rng, snr_scale, region, effect)
 
-
-def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list[Institution]:
-    """Generate (deterministically) every institution of the synthetic config, or just ``only``.
-
-    Unpaired (default): every institution draws its own scenes from its own random stream.
-    ``data.paired``: every institution observes the SAME scenes (ids ``<split>-<i>``), rendered by its
-    own sensor with its own noise -- the paired-data reference only.
-    """
-    if data.classes and list(data.classes) != CLASSES:
-        raise DataError(f"the synthetic source has the classes {CLASSES}; data.classes={list(data.classes)} differs")
-    if data.patch_size < 8:
-        raise DataError(f"data.patch_size={data.patch_size}: synthetic scenes need at least 8 px")
-    plan = _plan(data)
-    if only is not None and only not in [p[0] for p in plan]:
-        raise DataError(f"unknown modality {only!r}; this data config has {[p[0] for p in plan]}")
-    sizes = {name: data.split_sizes(name) for name, _, _ in plan}
-    out = []
-    for name, sensor, bands in plan:
-        if only is not None and name != only:
-            continue
-        splits = {}
-        for split, per_class in zip(SPLITS, sizes[name]):
-            if data.paired:
-                maps, seg, y = scenes(per_class, data.patch_size, np.random.default_rng(_stable_seed(seed, split)), data.mixing)
-                rng = np.random.default_rng(_stable_seed(seed, name, split, "sensor"))
-                ids = [f"{split}-{i}" for i in range(len(y))]
-            else:
-                rng = np.random.default_rng(_stable_seed(seed, name, split))
-                maps, seg, y = scenes(per_class, data.patch_size, rng, data.mixing)
-                ids = [f"{name}-{split}-{i}" for i in range(len(y))]
-            splits[split] = Split(render(sensor, bands, maps, seg, y, rng, data), y, ids)
-        inst = Institution(name=name, bands=bands, classes=list(CLASSES), splits=splits, source="synthetic")
-        out.append(normalize_institution(inst))
-    return out
