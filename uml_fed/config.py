@@ -73,6 +73,12 @@ class DataConfig:
     mixing: float = 0.35  # synthetic: mean fraction of a scene covered by non-dominant land covers (0..0.6)
     region_effect: float | None = None  # synthetic: strength of the regions' phenology/soil shift, >= 0; None = 1 for partitioned pools, else 0
 
+    def __post_init__(self) -> None:
+        # a DataConfig rebuilt from plain data (dataclasses.asdict, JSON) gets its nested entries typed again
+        if isinstance(self.partition, Mapping):
+            self.partition = PartitionConfig(**self.partition)
+        self.institutions = [i if isinstance(i, InstitutionConfig) else InstitutionConfig(**i) for i in self.institutions]
+
     def split_sizes(self, institution: str) -> tuple[int, int, int]:
         """(train, val, test) samples per class for one institution: ``sizes.<institution>`` or the defaults."""
         own = self.sizes.get(institution, {})
@@ -269,6 +275,11 @@ def validate_data(d: DataConfig) -> None:
         raise ConfigError(
             "data.partition.institutions > 1 splits the derived institutions' pools; with an explicit "
             "data.institutions list, list every institution there instead (or drop data.institutions)"
+        )
+    if d.per_band and d.institutions:
+        raise ConfigError(
+            "data.per_band derives one institution per band from data.modalities; with an explicit "
+            "data.institutions list, give each band its own entry (bands=[B04]) instead"
         )
     if p.institutions > 1 and d.paired:
         raise ConfigError("data.paired=true (the paired-data reference) cannot be partitioned; set data.partition.institutions=1")

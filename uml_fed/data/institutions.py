@@ -15,9 +15,9 @@ I/O is the folder source's, whose band names come from its files unless ``data.b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
-from ..config import InstitutionConfig, validate_data
+from ..config import validate_data
 from .base import DataError, InstitutionSpec
 
 if TYPE_CHECKING:
@@ -35,15 +35,10 @@ class Catalog(Protocol):
     def check_bands(self, sensor: str, bands: Sequence[str], key: str) -> None: ...
 
 
-def explicit(d: "DataConfig") -> list[InstitutionConfig]:
-    """``data.institutions`` as typed entries (a hand-built DataConfig may hold plain dicts)."""
-    return [i if isinstance(i, InstitutionConfig) else InstitutionConfig(**dict(i)) for i in d.institutions]
-
-
 def sensors_of(d: "DataConfig") -> list[str]:
     """The source sensors the config reads, in order of first use."""
     if d.institutions:
-        return list(dict.fromkeys(i.sensor or i.modality for i in explicit(d)))
+        return list(dict.fromkeys(i.sensor or i.modality for i in d.institutions))
     return list(d.modalities)
 
 
@@ -54,7 +49,7 @@ def catalog(d: "DataConfig") -> Catalog:
         return SyntheticSource(d)
     from .registry import make_source
 
-    roots = [i.root for i in explicit(d) if i.root]
+    roots = [i.root for i in d.institutions if i.root]
     return make_source(d, root=d.root or (roots[0] if roots else None), modalities=sensors_of(d))
 
 
@@ -62,9 +57,15 @@ def data_specs(d: "DataConfig", source: Catalog | None = None) -> list[Instituti
     """Every institution of ``d``, in order, validated against the source's sensors and bands."""
     validate_data(d)
     src = source or catalog(d)
+    p = d.partition
+    if p.institutions > 1 and p.method == "natural" and p.column not in src.meta_columns:
+        raise DataError(
+            f"data.partition.column={p.column!r} is not scene metadata of {src.name} "
+            f"({list(src.meta_columns) or 'it has none'}); choose one of those, or data.partition.method=iid or dirichlet"
+        )
     specs: list[InstitutionSpec] = []
     if d.institutions:
-        for k, inst in enumerate(explicit(d)):
+        for k, inst in enumerate(d.institutions):
             sensor = inst.sensor or inst.modality
             bands = tuple(inst.bands) or src.bands_of(sensor)
             src.check_bands(sensor, bands, f"data.institutions[{k}].bands")
@@ -79,15 +80,11 @@ def data_specs(d: "DataConfig", source: Catalog | None = None) -> list[Instituti
                     specs.extend(InstitutionSpec(f"{modality}_{i}", modality, sensor, own, i, parts) for i in range(parts))
                 else:
                     specs.append(InstitutionSpec(modality, modality, sensor, own))
-    _check(d, specs, src)
+    _check(d, specs)
     return specs
 
 
-def _check(d: "DataConfig", specs: list[InstitutionSpec], src: Catalog) -> None:
-    names = [s.name for s in specs]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise DataError(f"institution name(s) {twice} occur twice; rename them (data.institutions / data.modalities)")
+def _check(d: "DataConfig", specs: list[InstitutionSpec]) -> None:
     first: dict[str, InstitutionSpec] = {}
     for s in specs:
         ref = first.setdefault(s.modality, s)
@@ -107,31 +104,25 @@ def _check(d: "DataConfig", specs: list[InstitutionSpec], src: Catalog) -> None:
     sizes = {k: d.split_sizes(k) for k in allowed}
     if d.paired and len(set(sizes.values())) > 1:
         raise DataError(f"data.paired=true needs the same split sizes at every institution, got {sizes}; drop data.sizes")
-    p = d.partition
-    if p.institutions > 1 and p.method == "natural" and p.column not in src.meta_columns:
-        raise DataError(
-            f"data.partition.column={p.column!r} is not scene metadata of {src.name} "
-            f"({list(src.meta_columns) or 'it has none'}); choose one of those, or data.partition.method=iid or dirichlet"
-        )
+
+
+def unit_of(spec: InstitutionSpec) -> str:
+    """Who owns the institution's split sizes and scenes: itself, or its partitioned modality's pool."""
+    return spec.modality if spec.part >= 0 else spec.name
 
 
 def size_keys(specs: list[InstitutionSpec]) -> list[str]:
-    """Who owns split sizes: each unpartitioned institution, and each partitioned modality's pool."""
-    return list(dict.fromkeys(s.modality if s.part >= 0 else s.name for s in specs))
+    return list(dict.fromkeys(unit_of(s) for s in specs))
 
 
 def allocation_units(specs: list[InstitutionSpec]) -> list[tuple[str, str]]:
     """``(unit, sensor)`` the allocation deals scenes to: unpartitioned institutions and pools."""
-    return list(dict.fromkeys((s.modality if s.part >= 0 else s.name, s.sensor) for s in specs))
-
-
-def unit_of(spec: InstitutionSpec) -> str:
-    return spec.modality if spec.part >= 0 else spec.name
+    return list(dict.fromkeys((unit_of(s), s.sensor) for s in specs))
 
 
 def specs_by_root(d: "DataConfig", specs: list[InstitutionSpec]) -> dict[str, list[InstitutionSpec]]:
     """Institutions grouped by dataset root (explicit ``root``, else ``data.root``), in order."""
-    roots = {i.name: i.root for i in explicit(d)}
+    roots = {i.name: i.root for i in d.institutions}
     out: dict[str, list[InstitutionSpec]] = {}
     for s in specs:
         out.setdefault(roots.get(s.name) or str(d.root or ""), []).append(s)
@@ -145,10 +136,8 @@ def find(specs: list[InstitutionSpec], only: str | None) -> list[InstitutionSpec
     hit = [s for s in specs if s.name == only]
     if not hit:
         raise DataError(
-            f"unknown modality {only!r} (no institution of this data config has that name); its institutions are {[s.name for s in specs]}"
+            f"unknown modality {only!r}: no institution of this data config has that name; "
+            f"its institutions are {[s.name for s in specs]}"
         )
     return hit
 
-
-def describe(spec: InstitutionSpec) -> dict[str, Any]:
-    return {"modality": spec.modality, "sensor": spec.sensor, "bands": list(spec.bands), "part": spec.part, "parts": spec.parts}

@@ -103,6 +103,13 @@ def _groups(meta: dict[str, Sequence[str | None]], column: str, k: int, pool: st
     return [group[v] for v in values]
 
 
+REMEDY = {
+    "iid": "lower data.partition.institutions",
+    "dirichlet": "raise data.partition.alpha, set data.partition.min_size or lower data.partition.institutions",
+    "natural": "lower data.partition.institutions (larger groups of data.partition.column values)",
+}
+
+
 def split_parts(
     labels: np.ndarray,
     splits: Sequence[str],
@@ -124,9 +131,8 @@ def split_parts(
         if empty:
             raise DataError(
                 f"institution {name!r} gets no {'/'.join(empty)} samples from its part of the {pool} pool "
-                f"(data.partition.method={p.method}, alpha={p.alpha}, institutions={p.institutions}); raise "
-                "data.partition.alpha, lower data.partition.institutions, set data.partition.min_size, or "
-                f"enlarge the pool (data.sizes.{pool} / data.*_per_class)"
+                f"(data.partition.method={p.method}, institutions={p.institutions}); {REMEDY[p.method]}, "
+                f"or enlarge the pool (data.sizes.{pool} / data.*_per_class)"
             )
         out.append(by_split)
     return out

@@ -81,22 +81,12 @@ def _build_root(
     parts: dict[str, list[dict[str, list[str]]]] = {}
     out = []
     for spec in mine:
-        unit = unit_of(spec)
-        options = {
-            "format": CACHE_FORMAT, "source": source.name, "root": str(source.root.resolve()), "institution": spec.name,
-            "modality": spec.modality, "bands": list(spec.bands), "size": source.out_size(spec.sensor),
-            "store": source.sensors[spec.sensor].store, "scan": source.scan_options(), "classes": plan.classes,
-            "seed": seed, "paired": bool(d.paired), "sizes": list(d.split_sizes(unit)),
-            "allocation": digest(plan.pools[unit]), "need": plan.need[unit],
-        }  # fmt: skip
-        if spec.sensor != spec.modality:
-            options["sensor"] = spec.sensor
-        rows = None
+        unit, rows = unit_of(spec), None
         if spec.part >= 0:
             if unit not in parts:
                 parts[unit] = _partition(plan, unit, [s.name for s in group if unit_of(s) == unit], d, seed)
             rows = parts[unit][spec.part]
-            options.update(partition=[d.partition.method, d.partition.alpha, d.partition.column], rows=digest(rows))
+        options = _cache_options(d, seed, source, spec, plan, rows)
         entry = InstitutionCache(croot / source.name / f"{spec.name}-{digest(options)[:12]}")
         t1 = time.perf_counter()
         state = "reused"
@@ -130,6 +120,25 @@ def _build_root(
             "counts": {s: {c: int((splits[s].labels == i).sum()) for i, c in enumerate(plan.classes)} for s in SPLITS},
         }  # fmt: skip
     return out
+
+
+def _cache_options(
+    d: "DataConfig", seed: int, source: RealSource, spec: InstitutionSpec, plan: Plan, rows: dict[str, list[str]] | None
+) -> dict[str, Any]:
+    """Everything the decoded arrays depend on (an unpartitioned institution keeps its pre-partition key)."""
+    unit = unit_of(spec)
+    options = {
+        "format": CACHE_FORMAT, "source": source.name, "root": str(source.root.resolve()), "institution": spec.name,
+        "modality": spec.modality, "bands": list(spec.bands), "size": source.out_size(spec.sensor),
+        "store": source.sensors[spec.sensor].store, "scan": source.scan_options(), "classes": plan.classes,
+        "seed": seed, "paired": bool(d.paired), "sizes": list(d.split_sizes(unit)),
+        "allocation": digest(plan.pools[unit]), "need": plan.need[unit],
+    }  # fmt: skip
+    if spec.sensor != spec.modality:
+        options["sensor"] = spec.sensor
+    if rows is not None:
+        options.update(partition=[d.partition.method, d.partition.alpha, d.partition.column], rows=digest(rows))
+    return options
 
 
 def _pool_rows(plan: Plan, unit: str) -> list[tuple[str, int, str]]:
