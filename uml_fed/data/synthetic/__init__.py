@@ -79,10 +79,10 @@ from .render import (
     render_optical,
     render_sar,
 )
-from .scenes import CLASSES, MATERIALS, REGIONS, WATER, draw_regions, material_maps, scenes, smooth_field
+from .scenes import CLASSES, GRASS, MATERIALS, REGIONS, SOIL, WATER, draw_regions, material_maps, scenes, smooth_field
 
 __all__ = [
-    "CLASSES", "MATERIALS", "OBJECT_BANDS", "REGIONS", "S1_BANDS", "S2_BANDS", "SENSORS", "WATER",
+    "CLASSES", "GRASS", "MATERIALS", "OBJECT_BANDS", "REGIONS", "S1_BANDS", "S2_BANDS", "SENSORS", "SOIL", "WATER",
     "SyntheticSource", "load_synthetic", "material_maps", "render_objects", "render_optical", "render_sar",
     "smooth_field",
 ]  # fmt: skip
