@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import zlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -36,24 +37,28 @@ def partition_seed(seed: int, pool: str) -> int:
     return zlib.crc32(f"partition/{int(seed)}/{pool}".encode())
 
 
-def partition_rows(
-    labels: np.ndarray,
-    splits: Sequence[str],
-    meta: dict[str, Sequence[str | None]],
-    p: "PartitionConfig",
-    seed: int,
-    pool: str,
-) -> list[np.ndarray]:
-    """Row indices (ascending) of each of the ``p.institutions`` parts of the pool ``pool``."""
+@dataclass
+class Pool:
+    """A modality's pool as rows: one per sample of every split."""
+
+    name: str  # the modality
+    labels: np.ndarray  # class index per row
+    splits: Sequence[str]  # train | val | test per row
+    meta: dict[str, Sequence[str | None]]  # scene metadata columns (natural partitions)
+
+
+def partition_rows(rows: Pool, p: "PartitionConfig", seed: int) -> list[np.ndarray]:
+    """Row indices (ascending) of each of the ``p.institutions`` parts of the pool."""
     import datasets
     from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner
 
+    labels, pool = rows.labels, rows.name
     n, k, s = len(labels), p.institutions, partition_seed(seed, pool)
     if n < k:
         raise DataError(f"the {pool} pool holds {n} samples, too few for data.partition.institutions={k}")
-    columns = {"row": np.arange(n), "label": np.asarray(labels, dtype=np.int64), "split": list(splits)}
+    columns = {"row": np.arange(n), "label": np.asarray(labels, dtype=np.int64), "split": list(rows.splits)}
     if p.method == "natural":
-        columns["group"] = _groups(meta, p.column, k, pool)
+        columns["group"] = _groups(rows.meta, p.column, k, pool)
     ds = datasets.Dataset.from_dict(columns)
     if p.method != "natural":
         ds = ds.shuffle(seed=s)  # both cut contiguous runs of rows (see above)
@@ -110,23 +115,15 @@ REMEDY = {
 }
 
 
-def split_parts(
-    labels: np.ndarray,
-    splits: Sequence[str],
-    meta: dict[str, Sequence[str | None]],
-    p: "PartitionConfig",
-    seed: int,
-    pool: str,
-    names: list[str],
-) -> list[dict[str, np.ndarray]]:
+def split_parts(rows: Pool, p: "PartitionConfig", seed: int, names: list[str]) -> list[dict[str, np.ndarray]]:
     """:func:`partition_rows`, each part's rows grouped by split; institution ``names[i]`` gets part ``i``.
 
     A part without a train, val or test sample is an error naming the institution and the remedy.
     """
-    split_of = np.asarray(splits)
+    split_of, pool = np.asarray(rows.splits), rows.name
     out = []
-    for name, rows in zip(names, partition_rows(labels, splits, meta, p, seed, pool)):
-        by_split = {s: rows[split_of[rows] == s] for s in SPLITS}
+    for name, part in zip(names, partition_rows(rows, p, seed)):
+        by_split = {s: part[split_of[part] == s] for s in SPLITS}
         empty = [s for s, r in by_split.items() if len(r) == 0]
         if empty:
             raise DataError(

@@ -27,7 +27,7 @@ import numpy as np
 from .base import SPLITS, DataError, Institution, InstitutionSpec, Split, normalize_institution, seeded_order
 from .cache import InstitutionCache, digest, load_scan
 from .institutions import allocation_units, catalog, data_specs, find, specs_by_root, unit_of
-from .partition import split_parts
+from .partition import Pool, split_parts
 from .registry import make_source
 from .source import RealSource, Scene
 from .subsets import Plan, allocate
@@ -157,7 +157,7 @@ def _partition(plan: Plan, unit: str, names: list[str], d: "DataConfig", seed: i
     rows = _pool_rows(plan, unit)
     ids = [r[0] for r in rows]
     meta = {d.partition.column: [plan.scenes[i].meta.get(d.partition.column) for i in ids]}
-    by_part = split_parts(np.array([r[1] for r in rows]), [r[2] for r in rows], meta, d.partition, seed, unit, names)
+    by_part = split_parts(Pool(unit, np.array([r[1] for r in rows]), [r[2] for r in rows], meta), d.partition, seed, names)
     return [{s: [ids[i] for i in idx] for s, idx in part.items()} for part in by_part]
 
 

@@ -4,21 +4,7 @@ The code lives in :mod:`.pipeline` (scan -> allocate -> partition -> decode -> c
 :mod:`.source` (reader base types), :mod:`.registry` and :mod:`.geotiff`; no reader imports this module.
 """
 
-from .pipeline import build_real, cache_root, load_real, normalize, scene_ids
-from .registry import make_source, source_class
-from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
+from .pipeline import build_real, load_real, scene_ids
+from .source import MissingDataError, Scene
 
-__all__ = [
-    "MissingDataError",
-    "RealSource",
-    "ScanResult",
-    "Scene",
-    "Sensor",
-    "build_real",
-    "cache_root",
-    "load_real",
-    "make_source",
-    "normalize",
-    "scene_ids",
-    "source_class",
-]
+__all__ = ["MissingDataError", "Scene", "build_real", "load_real", "scene_ids"]

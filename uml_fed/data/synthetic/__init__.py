@@ -66,7 +66,7 @@ import numpy as np
 from ...config import DataConfig
 from ..base import SPLITS, DataError, Institution, InstitutionSpec, Split, normalize_institution
 from ..institutions import data_specs, find, unit_of
-from ..partition import split_parts
+from ..partition import Pool, split_parts
 from .render import (
     BANDS_OF_KIND,
     OBJECT_BANDS,
@@ -178,7 +178,7 @@ def _cut(pool: dict[str, Split], data: DataConfig, seed: int, unit: str, names: 
     split_of = [s for s in SPLITS for _ in range(len(pool[s]))]
     meta = {"region": [r for s in SPLITS for r in pool[s].meta["region"]]}
     offset = dict(zip(SPLITS, np.cumsum([0] + [len(pool[s]) for s in SPLITS[:-1]])))
-    by_part = split_parts(labels, split_of, meta, data.partition, seed, unit, names)
+    by_part = split_parts(Pool(unit, labels, split_of, meta), data.partition, seed, names)
     return [{s: idx - offset[s] for s, idx in part.items()} for part in by_part]
 
 
