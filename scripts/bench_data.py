@@ -25,7 +25,7 @@ import torch
 
 from uml_fed.config import DataConfig, ModelConfig
 from uml_fed.data import fixtures
-from uml_fed.data.real import build_real
+from uml_fed.data.pipeline import build_real
 
 
 def loader_throughput(cache_dir: str, batch: int = 32, seconds: float = 2.0) -> float:

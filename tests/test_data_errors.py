@@ -10,12 +10,18 @@ import pytest
 
 from uml_fed.config import DataConfig, load_config
 from uml_fed.data import fixtures
-from uml_fed.data.fixtures import from_origin
 from uml_fed.data.base import DataError
+from uml_fed.data.fixtures import from_origin
+from uml_fed.data.institutions import data_specs
+from uml_fed.data.pipeline import load_real
 from uml_fed.data.prepare import prepare_data
-from uml_fed.data.real import MissingDataError, load_real, real_institution_names
+from uml_fed.data.source import MissingDataError
 
 CLS = ["Arable land", "Pastures"]
+
+
+def real_institution_names(c: DataConfig) -> list[str]:
+    return [s.name for s in data_specs(c)]
 
 
 def cfg(source: str, root, cache, **kw) -> DataConfig:

@@ -15,13 +15,18 @@ from uml_fed.data import fixtures
 from uml_fed.data.base import DataError
 from uml_fed.data.bigearthnet import S2_BANDS, S2_NATIVE
 from uml_fed.data.eurosat import MS_BANDS
+from uml_fed.data.institutions import data_specs
+from uml_fed.data.pipeline import build_real, load_real, scene_ids
 from uml_fed.data.prepare import prepare_data
-from uml_fed.data.real import build_real, load_real, real_institution_names, scene_ids
 from uml_fed.data.subsets import allocate
 
 SMALL = dict(train_per_class=2, val_per_class=1, test_per_class=1)
 BEN3 = ["Arable land", "Coniferous forest", "Marine waters"]
 SEN3 = ["Savannas", "Croplands", "Water bodies"]
+
+
+def real_institution_names(c: DataConfig) -> list[str]:
+    return [s.name for s in data_specs(c)]
 
 
 def cfg(source: str, root, cache, **kw) -> DataConfig:
@@ -130,11 +135,11 @@ def test_sen12ms_igbp_schemes(tmp_path):
 
     frac = np.zeros(17)
     frac[[0, 1, 9]] = 0.3, 0.3, 0.4  # needleleaf + broadleaf forest 0.6 in total, grasslands 0.4
-    assert SEN12MS(cfg("sen12ms", tmp_path, tmp_path))._single(frac) == "Grasslands"
-    simple = SEN12MS(cfg("sen12ms", tmp_path, tmp_path, igbp_scheme="simplified", classes=["Forest", "Grassland"]))
+    assert SEN12MS(tmp_path)._single(frac) == "Grasslands"
+    simple = SEN12MS(tmp_path, igbp_scheme="simplified", classes=["Forest", "Grassland"])
     assert simple._single(frac) == "Forest"
     with pytest.raises(DataError, match="igbp_scheme=simplified needs data.classes"):
-        SEN12MS(cfg("sen12ms", tmp_path, tmp_path, igbp_scheme="simplified"))
+        SEN12MS(tmp_path, igbp_scheme="simplified")
 
 
 def test_eurosat_ms_band_order_b8a_last_in_file(euro, tmp_path):
@@ -221,7 +226,8 @@ def test_per_band_institutions_and_only(ben1, tmp_path):
     (one,) = load_real(c, seed=0, only="s2_B05")
     assert one.bands == ["B05"] and one.split("train").images.shape == (3, 1, 120, 120)
     assert scene_ids([one])["s2_B05"] == ids["s2_B05"]  # a node alone gets the same scenes
-    assert load_real(c, seed=0, only="nope") == []
+    with pytest.raises(DataError, match="unknown modality 'nope'"):
+        load_real(c, seed=0, only="nope")
 
 
 def test_node_with_only_its_own_modality_gets_the_same_scenes(ben1, tmp_path):
@@ -251,7 +257,7 @@ def test_short_class_raise_shrink_drop(ben1, tmp_path):
 
 
 def test_allocate_drop_keeps_other_classes():
-    from uml_fed.data.real import Scene
+    from uml_fed.data.source import Scene
 
     scenes = [Scene(f"a{i}", "A", {"x": "", "y": ""}) for i in range(10)] + [Scene("b0", "B", {"x": "", "y": ""})]
     with pytest.warns(UserWarning, match="class 'B' has 1"):

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config
-from .data import Institution, Split, canonical_order, institution_specs, load_institutions
+from .data import Institution, Split, canonical_order, load_institutions, modality_of
 from .evaluation import calibrate_and_evaluate, split_tensors
 from .methods import Method, build_method
 from .model import ModalityModel, UMLModel, build_unimodal
@@ -91,10 +91,6 @@ def fit(
         if run is not None:
             run.log({"phase": phase, "selected": m, "epoch": epochs[m], "val_acc": sel.best_acc if sel.state else None})
     return selected, epochs
-
-
-def modality_of(cfg: Config) -> dict[str, str]:
-    return {s.name: s.modality for s in institution_specs(cfg)}
 
 
 def _prepare(cfg: Config, institutions: list[Institution] | None) -> tuple[torch.device, RunDir, list[Institution]]:

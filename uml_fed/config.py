@@ -25,6 +25,25 @@ class ConfigError(ValueError):
 
 SPLIT_SIZE_KEYS = ("train_per_class", "val_per_class", "test_per_class")
 STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg")
+PARTITION_METHODS = ("iid", "dirichlet", "natural")
+
+
+@dataclass
+class InstitutionConfig:
+    name: str = ""  # unique institution name; a deployed node's config names it (node config `institution`)
+    modality: str = ""  # its projection group: institutions of one modality hold the same bands (s1, s2, rgb, ...)
+    sensor: str = ""  # the source's sensor key whose files/stream it reads; "" = modality
+    bands: list[str] = field(default_factory=list)  # its bands in order; empty = data.bands.<sensor> or the sensor's
+    root: str = ""  # its dataset root (real sources); "" = data.root
+
+
+@dataclass
+class PartitionConfig:
+    institutions: int = 1  # institutions per modality, >= 1: each modality's pool split among this many (<modality>_<i>); 1 = none
+    method: str = "iid"  # iid (seeded shuffle, equal parts) | dirichlet (label skew, alpha) | natural (by the column)
+    alpha: float = 0.5  # dirichlet concentration, > 0: small = each institution dominated by few classes
+    column: str = "region"  # natural: scene metadata (synthetic region | bigearthnet_v2 country | bigearthnet_v1 tile | sen12ms roi)
+    min_size: int = 0  # every institution's part holds at least this many samples, >= 0 (dirichlet redraws, 10 tries)
 
 
 @dataclass
@@ -32,14 +51,16 @@ class DataConfig:
     source: str = "synthetic"  # synthetic | bigearthnet_v1 | bigearthnet_v2 | sen12ms | eurosat | folder
     root: str | None = None  # dataset root on disk (real sources only); absolute path
     cache_dir: str | None = None  # decode-once cache (real sources); default <root>/.uml_fed_cache
-    modalities: list[str] = field(default_factory=lambda: ["s1", "s2"])  # institutions, one sensor each
+    modalities: list[str] = field(default_factory=lambda: ["s1", "s2"])  # sensors; one institution each (unless data.institutions/partition)
     bands: dict[str, list[str]] = field(default_factory=dict)  # band names per modality; empty = sensor default
     per_band: bool = False  # each band of each listed sensor becomes its own institution (paper Exp. 1)
     classes: list[str] = field(default_factory=list)  # class names; empty = the source's default list
     train_per_class: int = 100  # training samples per class and institution (paper low-data: 100)
     val_per_class: int = 30  # validation samples per class and institution
     test_per_class: int = 50  # test samples per class and institution
-    sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # per institution: +data.sizes.s1.train_per_class=20 (unset = the above)
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # per institution (or partitioned modality's pool): +data.sizes.s1.train_per_class=20 (unset = the above)
+    institutions: list[InstitutionConfig] = field(default_factory=list)  # explicit institutions; empty = derived from data.modalities
+    partition: PartitionConfig = field(default_factory=PartitionConfig)  # split each modality's pool among institutions (flwr-datasets)
     patch_size: int = 32  # synthetic patch side in pixels (BigEarthNet 120, SEN12MS 256, EuroSAT 64)
     paired: bool = False  # real archives: give all institutions the SAME scenes (paired reference only)
     normalization: str = "train"  # train = per-band stats of the institution's own train split | published
@@ -51,6 +72,13 @@ class DataConfig:
     snr_scale: float = 1.0  # synthetic: multiplies the optical sensor noise (1 = nominal Sentinel-2 noise)
     enl: float = 4.4  # synthetic: equivalent number of looks of the SAR speckle (Sentinel-1 IW GRD ~4.4)
     mixing: float = 0.35  # synthetic: mean fraction of a scene covered by non-dominant land covers (0..0.6)
+    region_effect: float | None = None  # synthetic: strength of the regions' phenology/soil shift, >= 0; None = 1 for partitioned pools, else 0
+
+    def __post_init__(self) -> None:
+        # a DataConfig rebuilt from plain data (dataclasses.asdict, JSON) gets its nested entries typed again
+        if isinstance(self.partition, Mapping):
+            self.partition = PartitionConfig(**self.partition)
+        self.institutions = [i if isinstance(i, InstitutionConfig) else InstitutionConfig(**i) for i in self.institutions]
 
     def split_sizes(self, institution: str) -> tuple[int, int, int]:
         """(train, val, test) samples per class for one institution: ``sizes.<institution>`` or the defaults."""
@@ -251,19 +279,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"runner.parallel={cfg.runner.parallel} must be >= 1")
     if not cfg.runner.seeds:
         raise ConfigError("runner.seeds is empty: give at least one seed, e.g. runner.seeds=[0,1,2]")
-    if not d.modalities:
-        raise ConfigError("data.modalities is empty: list at least one institution's sensor")
-    if len(set(d.modalities)) != len(d.modalities):
-        raise ConfigError(f"data.modalities={list(d.modalities)} lists a modality twice")
-    for key in SPLIT_SIZE_KEYS:
-        if getattr(d, key) < 1:
-            raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 1")
-    for name, own in d.sizes.items():
-        for key, value in own.items():
-            if key not in SPLIT_SIZE_KEYS:
-                raise ConfigError(f"data.sizes.{name}.{key} is not a size; use {', '.join(SPLIT_SIZE_KEYS)}")
-            if value < 1:
-                raise ConfigError(f"data.sizes.{name}.{key}={value} must be >= 1")
+    validate_data(d)
     validate_method(cfg.method)
 
 
@@ -278,6 +294,62 @@ def validate_method(c: MethodConfig) -> None:
     for key in ("mcc_temperature", "mdd_margin"):
         if getattr(c, key) <= 0:
             raise ConfigError(f"method.{key}={getattr(c, key)} must be > 0")
+
+
+def validate_data(d: DataConfig) -> None:
+    """The data part of :func:`validate` (no I/O; the data package checks names against the source)."""
+    if not d.modalities and not d.institutions:
+        raise ConfigError("data.modalities is empty: list at least one institution's sensor")
+    if len(set(d.modalities)) != len(d.modalities):
+        raise ConfigError(f"data.modalities={list(d.modalities)} lists a modality twice")
+    for key in SPLIT_SIZE_KEYS:
+        if getattr(d, key) < 1:
+            raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 1")
+    for name, own in d.sizes.items():
+        for key, value in own.items():
+            if key not in SPLIT_SIZE_KEYS:
+                raise ConfigError(f"data.sizes.{name}.{key} is not a size; use {', '.join(SPLIT_SIZE_KEYS)}")
+            if value < 1:
+                raise ConfigError(f"data.sizes.{name}.{key}={value} must be >= 1")
+    for key, value, allowed in (
+        ("normalization", d.normalization, ("train", "published")),
+        ("short_class", d.short_class, ("raise", "shrink", "drop")),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"data.{key}={value!r} must be one of {', '.join(allowed)}")
+    if d.resize < 0:
+        raise ConfigError(f"data.resize={d.resize} must be >= 0 (0 = native patch size)")
+    if d.region_effect is not None and d.region_effect < 0:
+        raise ConfigError(f"data.region_effect={d.region_effect} must be >= 0 (0 = regions leave the pixels alone)")
+    names = [i.name for i in d.institutions]
+    for k, inst in enumerate(d.institutions):
+        if not inst.name or not inst.modality:
+            raise ConfigError(f"data.institutions[{k}] needs a name and a modality, got name={inst.name!r} modality={inst.modality!r}")
+        if names.count(inst.name) > 1:
+            raise ConfigError(f"data.institutions names {inst.name!r} twice; institution names must be unique")
+        if len(set(inst.bands)) != len(inst.bands):
+            raise ConfigError(f"data.institutions[{k}].bands={list(inst.bands)} lists a band twice")
+    p = d.partition
+    if p.institutions < 1:
+        raise ConfigError(f"data.partition.institutions={p.institutions} must be >= 1 (institutions per modality; 1 = no partition)")
+    if p.method not in PARTITION_METHODS:
+        raise ConfigError(f"data.partition.method={p.method!r} must be one of {', '.join(PARTITION_METHODS)}")
+    if not p.alpha > 0:
+        raise ConfigError(f"data.partition.alpha={p.alpha} must be > 0 (small = strong label skew, large = near IID)")
+    if p.min_size < 0:
+        raise ConfigError(f"data.partition.min_size={p.min_size} must be >= 0")
+    if p.institutions > 1 and d.institutions:
+        raise ConfigError(
+            "data.partition.institutions > 1 splits the derived institutions' pools; with an explicit "
+            "data.institutions list, list every institution there instead (or drop data.institutions)"
+        )
+    if d.per_band and d.institutions:
+        raise ConfigError(
+            "data.per_band derives one institution per band from data.modalities; with an explicit "
+            "data.institutions list, give each band its own entry (bands=[B04]) instead"
+        )
+    if p.institutions > 1 and d.paired:
+        raise ConfigError("data.paired=true (the paired-data reference) cannot be partitioned; set data.partition.institutions=1")
 
 
 def num_rounds(cfg: Config) -> int:

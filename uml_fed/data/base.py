@@ -1,7 +1,8 @@
-"""What every data source hands to training: one :class:`Institution` per modality.
+"""What every data source hands to training: one :class:`Institution` per institution of the config.
 
 An institution holds ONE modality (a sensor, or a single band in the fine-grained setting) with its
-own train/val/test arrays.  Arrays are float32 ``N x C x H x W`` in physical units (reflectance x 1e4,
+own train/val/test arrays; several institutions may hold the same modality (same bands, so the same
+projection shape), each with its own scenes.  :class:`InstitutionSpec` says which, before any I/O.  Arrays are float32 ``N x C x H x W`` in physical units (reflectance x 1e4,
 dB, ...) until :func:`normalize_institution` z-scores them with per-band statistics; labels are int64
 indices into the shared class list.  Institutions never share samples (unpaired) unless a source was
 explicitly asked for a paired split.
@@ -9,9 +10,8 @@ explicitly asked for a paired split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,11 +22,24 @@ class DataError(ValueError):
     """Bad data: the message names the modality, file or value at fault."""
 
 
+@dataclass(frozen=True)
+class InstitutionSpec:
+    """Who an institution is and what it holds, known from the config alone (no pixels read)."""
+
+    name: str  # unique; what a deployed node's config names (node config `institution`)
+    modality: str  # same modality = same bands = same projection shape: the sensor (s1, s2, rgb, ...) or <sensor>_<band>
+    sensor: str  # the source's sensor key whose files it reads
+    bands: tuple[str, ...]
+    part: int = -1  # index of its part of its modality's pool (data.partition); -1 = not partitioned
+    parts: int = 1  # number of parts of that pool
+
+
 @dataclass
 class Split:
     images: np.ndarray  # float32 N x C x H x W
     labels: np.ndarray  # int64 N
     ids: list[str] = field(default_factory=list)  # scene / patch ids (for the unpaired check and reports)
+    meta: dict[str, list[str]] = field(default_factory=dict)  # per-sample scene metadata (column -> N values), e.g. region, country
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -34,7 +47,7 @@ class Split:
 
 @dataclass
 class Institution:
-    """One institution = one modality's data.  ``bands`` names the channels in order."""
+    """One institution's data.  ``bands`` names the channels in order; ``modality`` is its projection group."""
 
     name: str
     bands: list[str]
@@ -43,6 +56,11 @@ class Institution:
     mean: np.ndarray | None = None  # per-band normalisation mean (set by normalize_institution)
     std: np.ndarray | None = None  # per-band normalisation std
     source: str = ""
+    modality: str = ""  # institutions of one modality share band names (one projection shape); "" = name
+
+    def __post_init__(self) -> None:
+        if not self.modality:
+            self.modality = self.name
 
     @property
     def in_channels(self) -> int:
@@ -102,6 +120,7 @@ def canonical_order(inst: Institution, seed: int) -> Institution:
         if not np.array_equal(order, np.arange(len(order))):
             s.images, s.labels = s.images[order], s.labels[order]
             s.ids = [s.ids[i] for i in order]
+            s.meta = {k: [v[i] for i in order] for k, v in s.meta.items()}
     return inst
 
 
@@ -124,6 +143,9 @@ def check_institution(inst: Institution, expected_bands: int | None = None) -> N
         if not np.isfinite(s.images).all():
             bad = int((~np.isfinite(s.images)).sum())
             raise DataError(f"institution {inst.name!r} {name}: {bad} NaN/inf pixel values in the input")
+        for col, values in s.meta.items():
+            if len(values) != len(s):
+                raise DataError(f"institution {inst.name!r} {name}: {len(values)} {col!r} values for {len(s)} samples")
         if len(set(s.ids)) != len(s.ids):
             raise DataError(f"institution {inst.name!r} {name}: sample ids are not unique")
         if s.labels.min() < 0 or s.labels.max() >= len(inst.classes):

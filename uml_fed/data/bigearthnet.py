@@ -10,17 +10,25 @@ element (labels of the 11 unmapped CORINE classes are ignored).  v2 reads the 19
 column of ``metadata.parquet``.  Snow and cloud/shadow patches are excluded: v1 by the official
 lists ``patches_with_seasonal_snow.csv`` / ``patches_with_cloud_and_shadow.csv`` in the root (one
 S2 patch name per line, used when present), v2 by the metadata flags.
+
+Scene metadata (natural partitions, ``data.partition.column``): v2 ``country`` (metadata.parquet);
+v1 ``tile``, the Sentinel-2 MGRS tile (``33UUP``) from the S2 ``tile_source`` or, on a node that holds
+only S1, from the S1 patch name (``S1A_IW_GRDH_1SDV_<time>_33UUP_87_48``).  v1's files name no
+country.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .base import DataError
-from .real import MissingDataError, RealSource, ScanResult, Scene, Sensor, read_raster
+from .geotiff import read_raster
+from .registry import register
+from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 S2_NATIVE = {  # native side in pixels of each band in a 120x120 (10 m) patch
@@ -61,6 +69,7 @@ CORINE_TO_19: dict[str, str] = {CORINE_43[i]: CLASSES_19[k] for k, idx in enumer
 
 PAPER_CLASSES = ("Arable land", "Broad-leaved forest", "Coniferous forest", "Marine waters", "Pastures", "Urban fabric")
 
+_TILE = re.compile(r"T?(\d{2}[A-Z]{3})")
 SNOW_LIST = "patches_with_seasonal_snow.csv"
 CLOUD_LIST = "patches_with_cloud_and_shadow.csv"
 
@@ -93,34 +102,44 @@ class _BigEarthNet(RealSource):
     classes = PAPER_CLASSES
     all_classes = CLASSES_19
 
-    def read(self, scene: Scene, modality: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
-        rel = scene.files.get(modality)
+    def read(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+        rel = scene.files.get(sensor)
         if rel is None:
-            raise MissingDataError(f"{self.name}: scene {scene.id} has no {modality} patch")
-        size = self.out_size(modality)
+            raise MissingDataError(f"{self.name}: scene {scene.id} has no {sensor} patch")
+        size = self.out_size(sensor)
         arrays, used = [], []
-        for b, path in zip(bands, self.paths(scene, modality, bands)):
-            native = S2_NATIVE[b] if modality == "s2" else 120
-            what = f"{self.name} {modality} band {b}"
+        for b, path in zip(bands, self.paths(scene, sensor, bands)):
+            native = S2_NATIVE[b] if sensor == "s2" else 120
+            what = f"{self.name} {sensor} band {b}"
             arrays.append(
-                read_raster(path, what=what, count=1, dtype=self.sensors[modality].dtype, native=(native, native), out_size=size)
+                read_raster(path, what=what, count=1, dtype=self.sensors[sensor].dtype, native=(native, native), out_size=size)
             )
             used.append(str(path))
         return np.concatenate(arrays, axis=0), used
 
-
-    def paths(self, scene: Scene, modality: str, bands: tuple[str, ...]) -> list[Path]:
-        rel = scene.files.get(modality)
+    def paths(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> list[Path]:
+        rel = scene.files.get(sensor)
         if rel is None:
             return []
         folder = self.root / rel
         return [folder / f"{folder.name}_{b}.tif" for b in bands]
 
 
+def mgrs_tile(name: str) -> str:
+    """The MGRS tile (``33UUP``) named in an S2 ``tile_source`` or an S1 patch name; "" when none."""
+    for part in name.replace(".", "_").split("_"):
+        m = _TILE.fullmatch(part)
+        if m:
+            return m.group(1)
+    return ""
+
+
+@register
 class BigEarthNetV1(_BigEarthNet):
     """BigEarthNet-MM v1: ``BigEarthNet-v1.0/<S2 patch>/`` and ``BigEarthNet-S1-v1.0/<S1 patch>/``."""
 
     name = "bigearthnet_v1"
+    meta_columns = ("tile",)
     s2_dir = "BigEarthNet-v1.0"
     s1_dir = "BigEarthNet-S1-v1.0"
     layout = (
@@ -136,7 +155,7 @@ class BigEarthNetV1(_BigEarthNet):
     def check_root(self, modalities: list[str] | None = None) -> None:
         super().check_root()
         need = {"s2": self.s2_dir, "s1": self.s1_dir}
-        for m in modalities or self.cfg.modalities:
+        for m in modalities or self.modalities:
             if not (self.root / need[m]).is_dir():
                 raise MissingDataError(
                     f"{self.name}: folder {str(self.root / need[m])!r} for modality {m!r} is missing. "
@@ -192,10 +211,11 @@ class BigEarthNetV1(_BigEarthNet):
                 continue
             if s2_patches:
                 path = self.root / self.s2_dir / sid / f"{sid}_labels_metadata.json"
-                labels = self._labels(path)["labels"]
+                meta = self._labels(path)
+                labels, tile = meta["labels"], mgrs_tile(str(meta.get("tile_source", "")))
             else:
                 path = self.root / self.s1_dir / s1_of[sid] / f"{s1_of[sid]}_labels_metadata.json"
-                labels = s1_labels[sid]
+                labels, tile = s1_labels[sid], mgrs_tile(s1_of[sid])
             mapped = map_to_19(labels, str(path))
             if len(mapped) != 1:
                 excluded["multi_label" if mapped else "no_19_class_label"] += 1
@@ -205,14 +225,16 @@ class BigEarthNetV1(_BigEarthNet):
                 files["s2"] = f"{self.s2_dir}/{sid}"
             if sid in s1_of:
                 files["s1"] = f"{self.s1_dir}/{s1_of[sid]}"
-            scenes.append(Scene(sid, next(iter(mapped)), files))
+            scenes.append(Scene(sid, next(iter(mapped)), files, {"tile": tile} if tile else {}))
         return ScanResult(scenes, excluded)
 
 
+@register
 class BigEarthNetV2(_BigEarthNet):
     """BigEarthNet v2.0 (reBEN): ``metadata.parquet`` + ``BigEarthNet-S2/`` + ``BigEarthNet-S1/``."""
 
     name = "bigearthnet_v2"
+    meta_columns = ("country",)
     layout = (
         "  <root>/metadata.parquet   (patch_id, labels, split, country, s1_name, s2v1_name, contains_seasonal_snow, "
         "contains_cloud_or_shadow)\n"
@@ -239,9 +261,10 @@ class BigEarthNetV2(_BigEarthNet):
         if missing:
             raise DataError(f"{self.name}: {str(path)!r} lacks column(s) {missing}; has {table.column_names}")
         cols = {c: table.column(c).to_pylist() for c in self.columns}
+        countries = table.column("country").to_pylist() if "country" in table.column_names else [None] * table.num_rows
         excluded = {"seasonal_snow": 0, "cloud_or_shadow": 0, "multi_label": 0}
         scenes = []
-        for pid, labels, s1, snow, cloud in zip(*(cols[c] for c in self.columns)):
+        for country, pid, labels, s1, snow, cloud in zip(countries, *(cols[c] for c in self.columns)):
             if snow or cloud:
                 excluded["seasonal_snow"] += bool(snow)
                 excluded["cloud_or_shadow"] += bool(cloud)
@@ -255,5 +278,5 @@ class BigEarthNetV2(_BigEarthNet):
             files = {"s2": f"BigEarthNet-S2/{'_'.join(pid.split('_')[:-2])}/{pid}"}
             if s1:
                 files["s1"] = f"BigEarthNet-S1/{'_'.join(s1.split('_')[:-3])}/{s1}"
-            scenes.append(Scene(pid, labels[0], files))
+            scenes.append(Scene(pid, labels[0], files, {"country": str(country)} if country else {}))
         return ScanResult(scenes, excluded)

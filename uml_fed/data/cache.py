@@ -1,4 +1,5 @@
-"""Decode-once cache: one folder per institution (and option set) with ``.npy`` arrays and a manifest.
+"""Decode-once cache: one folder per institution (and option set) with ``.npy`` arrays and a manifest,
+and the scan of each archive (:func:`load_scan`).
 
 Layout of ``<cache_dir>/<source>/<institution>-<options hash>/``::
 
@@ -12,15 +13,26 @@ every recorded source file still has the same size and mtime; otherwise it is re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .base import SPLITS
+from .source import ScanResult, Scene
+
+if TYPE_CHECKING:
+    from .source import RealSource
+
+SCAN_FORMAT = 3  # 3: scenes carry their metadata (natural partitions); bump when a scan's content changes
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def file_stats(root: Path, relpaths: list[str]) -> list[list[Any]]:
@@ -108,3 +120,27 @@ class InstitutionCache:
 
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file()) if self.dir.is_dir() else 0
+
+
+def load_scan(source: "RealSource", cache_dir: Path, report: dict | None = None) -> ScanResult:
+    """The source's scan, from ``<cache>/<source>/scan-*.json`` when its inputs are unchanged."""
+    key = {
+        "format": SCAN_FORMAT,
+        "source": source.name,
+        "root": str(source.root.resolve()),
+        "options": source.scan_options(),
+        "inputs": file_stats(source.root, source.scan_inputs()),
+    }
+    path = cache_dir / source.name / f"scan-{digest([key['root'], key['options']])[:10]}.json"
+    cached = read_json(path)
+    if cached is not None and cached.get("digest") == digest(key):
+        if report is not None:
+            report["scan"] = "reused"
+        scenes = [Scene(s[0], s[1], dict(s[2]), dict(s[3])) for s in cached["scenes"]]
+        return ScanResult(scenes, dict(cached.get("excluded", {})))
+    result = source.scan()
+    scenes = [[s.id, s.label, s.files, s.meta] for s in result.scenes]
+    write_json(path, {"digest": digest(key), "source": source.name, "excluded": result.excluded, "scenes": scenes})
+    if report is not None:
+        report["scan"] = "built"
+    return result

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError
-from .real import MissingDataError, RealSource, ScanResult, Scene, Sensor, read_raster
+from .geotiff import read_raster
+from .registry import register
+from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
 CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop",
@@ -41,6 +43,7 @@ EXT = {"rgb": ".jpg", "ms": ".tif", "s1": ".tif"}
 _NAME = re.compile(r"^(?P<cls>[A-Za-z]+)_(?P<n>\d+)$")
 
 
+@register
 class EuroSAT(RealSource):
     name = "eurosat"
     ms_file_order = MS_FILE_ORDER
@@ -67,7 +70,7 @@ class EuroSAT(RealSource):
 
     def check_root(self, modalities: list[str] | None = None) -> None:
         super().check_root()
-        for m in modalities or self.cfg.modalities:
+        for m in modalities or self.modalities:
             if self.folder(m) is None:
                 raise MissingDataError(
                     f"{self.name}: no {m} folder under {str(self.root)!r} (looked for {list(FOLDERS[m])}). "
@@ -103,20 +106,20 @@ class EuroSAT(RealSource):
                 scenes.setdefault(stem, (cls_dir, {}))[1][m] = rel
         return ScanResult([Scene(sid, c, files) for sid, (c, files) in sorted(scenes.items())])
 
-    def read(self, scene: Scene, modality: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
-        rel = scene.files.get(modality)
+    def read(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+        rel = scene.files.get(sensor)
         if rel is None:
-            raise MissingDataError(f"{self.name}: scene {scene.id} has no {modality} patch")
-        s = self.sensors[modality]
-        order = MS_FILE_ORDER if modality == "ms" else s.bands
+            raise MissingDataError(f"{self.name}: scene {scene.id} has no {sensor} patch")
+        s = self.sensors[sensor]
+        order = MS_FILE_ORDER if sensor == "ms" else s.bands
         path = self.root / rel
         arr = read_raster(
             path,
-            what=f"{self.name} {modality}",
+            what=f"{self.name} {sensor}",
             indexes=[order.index(b) + 1 for b in bands],
             count=len(order),
             dtype=s.dtype,
             native=(64, 64),
-            out_size=self.out_size(modality),
+            out_size=self.out_size(sensor),
         )
         return arr, [str(path)]

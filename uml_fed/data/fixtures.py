@@ -6,7 +6,8 @@ files (JSON, parquet, pkl).  Pixel content is class dependent -- every band has 
 level (a seeded permutation of the classes per band) and every class a spatial frequency -- plus
 noise, so a short training can learn from it.  ``scale`` multiplies ``per_class`` for benchmarks.
 
-Every writer returns ``{"root": str, "labels": {scene id: class}, ...}``.
+Every writer returns ``{"root": str, "labels": {scene id: class}, ...}``; the archive writers also
+``"meta": {scene id: {column: value}}``, the scene metadata the reader should find (natural partitions).
 """
 
 from __future__ import annotations
@@ -128,24 +129,28 @@ def write_bigearthnet_v1(
     multi_label: int = 2,
     snow: int = 1,
     cloud: int = 1,
+    tiles: tuple[str, ...] = ("33UUP", "32TNS", "29SND"),
 ) -> dict:
     """BigEarthNet-MM v1: S2 + S1 patch folders with JSON labels, plus the snow/cloud exclusion lists.
 
     ``per_class * scale`` single-label scenes per class, ``multi_label`` extra two-class scenes, and
-    ``snow``/``cloud`` extra scenes listed in the official exclusion CSVs.
+    ``snow``/``cloud`` extra scenes listed in the official exclusion CSVs.  Scenes take turns (in runs
+    of three) over the MGRS ``tiles``, named in the S2 ``tile_source`` and the S1 patch name.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
     sig = _Signal(len(classes), len(S2_BANDS) + 2, seed)
     labels: dict[str, str] = {}
     excluded: dict[str, list[str]] = {"snow": [], "cloud": [], "multi_label": []}
+    meta: dict[str, dict[str, str]] = {}
     cls_idx = _assign(list(classes), per_class * scale)
     extra = ["multi_label"] * multi_label + ["snow"] * snow + ["cloud"] * cloud
     for i, kind in enumerate([None] * len(cls_idx) + extra):
         c = cls_idx[i] if kind is None else int(rng.integers(len(classes)))
         row, col = divmod(i, 100)
+        tile = tiles[(i // 3) % len(tiles)]
         s2 = f"S2A_MSIL2A_20170613T101031_{row}_{col}"
-        s1 = f"S1A_IW_GRDH_1SDV_20170613T165043_33UUP_{row}_{col}"
+        s1 = f"S1A_IW_GRDH_1SDV_20170613T165043_{tile}_{row}_{col}"
         ulx, uly = 300000.0 + 1200 * col, 5900000.0 - 1200 * row
         corine = _corine_for(classes[c], rng)
         if rng.random() < 0.3:  # an unmapped CORINE class next to the real one keeps the scene single-label
@@ -157,7 +162,7 @@ def write_bigearthnet_v1(
         d2 = root / "BigEarthNet-v1.0" / s2
         _ben_s2_bands(d2, s2, sig, c, ulx, uly)
         meta2 = {"labels": corine, "coordinates": coords, "projection": 'PROJCS["WGS 84 / UTM zone 33N"]',
-                 "tile_source": "S2A_MSIL1C_20170613T101031_N0205_R022_T33UUP_20170613T101608.SAFE",
+                 "tile_source": f"S2A_MSIL1C_20170613T101031_N0205_R022_T{tile}_20170613T101608.SAFE",
                  "acquisition_date": "2017-06-13 10:10:31"}  # fmt: skip
         (d2 / f"{s2}_labels_metadata.json").write_text(json.dumps(meta2))
         d1 = root / "BigEarthNet-S1-v1.0" / s1
@@ -169,11 +174,12 @@ def write_bigearthnet_v1(
         (d1 / f"{s1}_labels_metadata.json").write_text(json.dumps(meta1))
         if kind is None:
             labels[s2] = classes[c]
+            meta[s2] = {"tile": tile}
         else:
             excluded[kind].append(s2)
     (root / SNOW_LIST).write_text("".join(f"{p}\n" for p in excluded["snow"]))
     (root / CLOUD_LIST).write_text("".join(f"{p}\n" for p in excluded["cloud"]))
-    return {"root": str(root), "labels": labels, "excluded": excluded}
+    return {"root": str(root), "labels": labels, "excluded": excluded, "meta": meta}
 
 
 def write_bigearthnet_v2(
@@ -185,8 +191,10 @@ def write_bigearthnet_v2(
     multi_label: int = 2,
     snow: int = 1,
     cloud: int = 1,
+    countries: tuple[str, ...] = ("Austria", "Finland", "Portugal"),
 ) -> dict:
-    """BigEarthNet v2.0: ``metadata.parquet`` + product/patch folders for S2 and S1."""
+    """BigEarthNet v2.0: ``metadata.parquet`` + product/patch folders for S2 and S1; scenes take turns
+    (in runs of three) over the ``countries`` of the parquet's ``country`` column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -196,11 +204,13 @@ def write_bigearthnet_v2(
     rows: dict[str, list] = {k: [] for k in ("patch_id", "labels", "split", "country", "s1_name", "s2v1_name",
                                              "contains_seasonal_snow", "contains_cloud_or_shadow")}  # fmt: skip
     labels: dict[str, str] = {}
+    meta: dict[str, dict[str, str]] = {}
     cls_idx = _assign(list(classes), per_class * scale)
     extra = ["multi_label"] * multi_label + ["snow"] * snow + ["cloud"] * cloud
     for i, kind in enumerate([None] * len(cls_idx) + extra):
         c = cls_idx[i] if kind is None else int(rng.integers(len(classes)))
         row, col = divmod(i, 100)
+        country = countries[(i // 3) % len(countries)]
         product = "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP"
         pid = f"{product}_{row}_{col}"
         s1prod = "S1A_IW_GRDH_1SDV_20170613T165043"
@@ -212,15 +222,16 @@ def write_bigearthnet_v2(
         rows["patch_id"].append(pid)
         rows["labels"].append(labs)
         rows["split"].append(("train", "validation", "test")[i % 3])
-        rows["country"].append("Austria")
+        rows["country"].append(country)
         rows["s1_name"].append(s1)
         rows["s2v1_name"].append(f"S2A_MSIL2A_20170613T101031_{row}_{col}")
         rows["contains_seasonal_snow"].append(kind == "snow")
         rows["contains_cloud_or_shadow"].append(kind == "cloud")
         if kind is None:
             labels[pid] = classes[c]
+            meta[pid] = {"country": country}
     pq.write_table(pa.table(rows), root / "metadata.parquet")
-    return {"root": str(root), "labels": labels}
+    return {"root": str(root), "labels": labels, "meta": meta}
 
 
 # --------------------------------------------------------------------------------------------- SEN12MS
@@ -249,6 +260,7 @@ def write_sen12ms(
     sdir = SEASONS[season]
     probs: dict[str, np.ndarray] = {}
     labels: dict[str, str] = {}
+    meta: dict[str, dict[str, str]] = {}
     for i, c in enumerate(_assign(list(classes), per_class * scale)):
         scene, patch = divmod(i, patches_per_scene)
         scene += 1
@@ -264,10 +276,11 @@ def write_sen12ms(
         write_geotiff(root / sdir / f"lc_{scene}" / name("lc"), lc, UTM33, tr)
         probs[name("s2")] = (np.bincount(igbp.ravel(), minlength=18)[1:] / igbp.size).astype(np.float32)
         labels[f"{sdir}_{scene}_p{patch}"] = classes[c]
+        meta[f"{sdir}_{scene}_p{patch}"] = {"roi": str(scene)}
     if with_pkl:
         with open(root / "IGBP_probability_labels.pkl", "wb") as f:
             pickle.dump(probs, f)
-    return {"root": str(root), "labels": labels}
+    return {"root": str(root), "labels": labels, "meta": meta}
 
 
 # --------------------------------------------------------------------------------------------- EuroSAT

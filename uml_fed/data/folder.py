@@ -9,50 +9,47 @@ Band names: ``data.bands.<modality>`` when given (one name per channel, in file 
 them), else ``b1 .. bC``.  The same file stem under two modalities (``s1/Forest/x.tif`` and
 ``s2/Forest/x.tif``) is ONE scene, so co-registered own data still ends up unpaired; files whose
 stems differ are independent scenes.  Classes: ``data.classes`` or the sorted class folders, which
-every modality must have.
+every modality must have.  Own data carries no scene metadata, so natural partitions are refused
+(use ``data.partition.method=iid`` or ``dirichlet``, or list each site as its own institution).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .base import DataError
-from .real import (
-    MissingDataError,
-    RealSource,
-    ScanResult,
-    Scene,
-    Sensor,
-    raster_count,
-    read_raster,
-)
+from .geotiff import raster_count, read_raster
+from .registry import register
+from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
 EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 
 
+@register
 class FolderSource(RealSource):
     name = "folder"
+    options = ("cache_dir",)
     coregistered = False  # modalities hold different files; only equal stems are one scene
     layout = (
         "  <root>/<modality>/<Class>/<name>.tif|.png|.jpg|.npy   (one folder per modality in data.modalities,\n"
         "  one sub-folder per class; .npy arrays are C x H x W; same <name> in two modalities = same scene)"
     )
 
-    def validate(self) -> None:
-        d = self.cfg
-        if d.normalization not in ("train", "published"):
-            raise DataError(f"data.normalization={d.normalization!r} must be 'train' or 'published'")
-        if getattr(d, "resize", 0) < 0:
-            raise DataError(f"data.resize={d.resize} must be >= 0 (0 = native patch size)")
-        for m in dict(d.bands):
-            if m not in d.modalities:
-                raise DataError(f"data.bands names {m!r}, which is not in data.modalities {list(d.modalities)}")
+    def __init__(self, root: str | Path | None, *, cache_dir: str | None = None, **common: Any) -> None:
+        self.cache_dir = cache_dir
         self._sensors: dict[str, Sensor] | None = None
+        super().__init__(root, **common)
+
+    def validate(self) -> None:
+        for m in self.bands:
+            if m not in self.modalities:
+                raise DataError(f"data.bands names {m!r}, which is not in data.modalities {self.modalities}")
 
     def _files(self, modality: str) -> list[Path]:
         base = self.root / modality
@@ -66,13 +63,13 @@ class FolderSource(RealSource):
         if self._sensors is None:
             self.check_root()
             out = {}
-            for m in self.cfg.modalities:
+            for m in self.modalities:
                 files = self._files(m)
                 if not files:
                     raise MissingDataError(f"{self.name}: no image files under {str(self.root / m)!r} (extensions {EXTS})")
                 first = files[0]
                 count, size = self._peek(first, m)
-                names = dict(self.cfg.bands).get(m)
+                names = self.bands.get(m)
                 if names is not None and len(names) != count:
                     raise DataError(
                         f"data.bands.{m} names {len(names)} bands but {str(first)!r} has {count}; "
@@ -86,7 +83,7 @@ class FolderSource(RealSource):
         """Band count and side of a modality's first file, remembered in the cache (no re-open later)."""
         from .cache import file_stats, read_json, write_json
 
-        store = (Path(self.cfg.cache_dir).expanduser() if self.cfg.cache_dir else self.root / ".uml_fed_cache") / "folder"
+        store = (Path(self.cache_dir).expanduser() if self.cache_dir else self.root / ".uml_fed_cache") / "folder"
         path = store / "peek.json"
         key = json.dumps(file_stats(self.root, [str(first.relative_to(self.root))]))
         known = read_json(path) or {}
@@ -107,46 +104,46 @@ class FolderSource(RealSource):
 
     def check_root(self, modalities: list[str] | None = None) -> None:
         super().check_root()
-        for m in self.cfg.modalities:
+        for m in self.modalities:
             if not (self.root / m).is_dir():
                 raise MissingDataError(
                     f"{self.name}: modality folder {str(self.root / m)!r} is missing. Expected layout:\n{self.layout}"
                 )
 
     def class_names(self) -> list[str]:
-        if self.cfg.classes:
-            return list(self.cfg.classes)
-        per_mod = {m: sorted(p.name for p in (self.root / m).iterdir() if p.is_dir()) for m in self.cfg.modalities}
-        ref = per_mod[self.cfg.modalities[0]]
+        if self.chosen_classes:
+            return list(self.chosen_classes)
+        per_mod = {m: sorted(p.name for p in (self.root / m).iterdir() if p.is_dir()) for m in self.modalities}
+        ref = per_mod[self.modalities[0]]
         for m, cls in per_mod.items():
             if cls != ref:
-                raise DataError(f"{self.name}: class folders of {m!r} {cls} differ from {self.cfg.modalities[0]!r} {ref}")
+                raise DataError(f"{self.name}: class folders of {m!r} {cls} differ from {self.modalities[0]!r} {ref}")
         return ref
 
     def scan_options(self) -> dict:
-        return {"modalities": list(self.cfg.modalities)}
+        return {"modalities": list(self.modalities)}
 
     def scan_inputs(self) -> list[str]:
-        return [str(f.relative_to(self.root)) for m in self.cfg.modalities for f in self._files(m)]
+        return [str(f.relative_to(self.root)) for m in self.modalities for f in self._files(m)]
 
     def scan(self) -> ScanResult:
         scenes: dict[str, tuple[str, dict[str, str]]] = {}
-        for m in self.cfg.modalities:
+        for m in self.modalities:
             for f in self._files(m):
                 sid = f"{f.parent.name}/{f.stem}"
                 scenes.setdefault(sid, (f.parent.name, {}))[1][m] = str(f.relative_to(self.root))
         return ScanResult([Scene(sid, c, files) for sid, (c, files) in sorted(scenes.items())])
 
-    def read(self, scene: Scene, modality: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
-        s = self.sensors[modality]
-        rel = scene.files.get(modality)
+    def read(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+        s = self.sensors[sensor]
+        rel = scene.files.get(sensor)
         if rel is None:
-            raise MissingDataError(f"{self.name}: scene {scene.id} has no {modality} file")
+            raise MissingDataError(f"{self.name}: scene {scene.id} has no {sensor} file")
         path = self.root / rel
         idx = [s.bands.index(b) for b in bands]
-        resize = int(getattr(self.cfg, "resize", 0) or 0)
+        resize = self.resize
         native = None if resize else (s.size, s.size)
-        what = f"{self.name} {modality}"
+        what = f"{self.name} {sensor}"
         if path.suffix.lower() == ".npy":
             try:
                 a = np.load(path)
@@ -167,6 +164,3 @@ class FolderSource(RealSource):
                 path, what=what, indexes=[i + 1 for i in idx], count=len(s.bands), native=native, out_size=resize or None
             ).astype(np.float32)
         return a, [str(path)]
-
-    def out_size(self, modality: str) -> int:
-        return int(getattr(self.cfg, "resize", 0) or self.sensors[modality].size)

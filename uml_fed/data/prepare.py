@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 def prepare_data(cfg: "Config", force: bool = False, only: str | None = None, echo: bool = True) -> dict[str, Any]:
     """Build (or validate and reuse) the cache of every institution of ``cfg.data``; returns the report."""
-    from .real import build_real, cache_root, make_source
+    from .institutions import catalog
+    from .pipeline import build_real, cache_root
 
     d = cfg.data
     if d.source == "synthetic":
@@ -38,7 +39,7 @@ def prepare_data(cfg: "Config", force: bool = False, only: str | None = None, ec
         warnings.warn(w.message, w.category, stacklevel=2)
     report["seconds"] = round(time.perf_counter() - t0, 3)
     report["skipped_total"] = sum(len(r["skipped"]) for r in report["institutions"].values())
-    path = cache_root(d, make_source(d)) / d.source / "prepare_report.json"
+    path = cache_root(d, catalog(d)) / d.source / "prepare_report.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
     report["report_file"] = str(path)

@@ -11,17 +11,23 @@ paper's seven summer classes (Evergreen broadleaf forest, Open shrublands, Savan
 IGBP classes -- the simplified 10-class scheme merges e.g. all forests and cannot express them.
 ``simplified`` first sums the fractions into the 10 simplified classes (DFC2020 scheme) and takes
 the argmax of those.
+
+Scene metadata (natural partitions): ``roi``, the scene folder number (``s2_146`` -> ``"146"``).
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .base import DataError
-from .real import MissingDataError, RealSource, ScanResult, Scene, Sensor, read_raster
+from .geotiff import read_raster
+from .registry import register
+from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
 SEASONS = {"spring": "ROIs1158_spring", "summer": "ROIs1868_summer", "fall": "ROIs1970_fall", "winter": "ROIs2017_winter"}
 
@@ -47,8 +53,11 @@ LABEL_FILE = "IGBP_probability_labels.pkl"
 _PATCH = re.compile(r"^(?P<season>ROIs\d+_[a-z]+)_s2_(?P<scene>\d+)_p(?P<patch>\d+)\.tif$")
 
 
+@register
 class SEN12MS(RealSource):
     name = "sen12ms"
+    meta_columns = ("roi",)
+    options = ("season", "igbp_scheme")
     sensors = {
         "s1": Sensor(("VV", "VH"), "float32", 256, "float32", mean={"VV": -11.769, "VH": -18.295}, std={"VV": 4.525, "VH": 4.359}),
         "s2": Sensor(
@@ -65,18 +74,21 @@ class SEN12MS(RealSource):
         "  (season folders: ROIs1158_spring, ROIs1868_summer, ROIs1970_fall, ROIs2017_winter)"
     )
 
+    def __init__(self, root: str | Path | None, *, season: str = "summer", igbp_scheme: str = "full", **common: Any) -> None:
+        self.season, self.scheme = season, igbp_scheme
+        super().__init__(root, **common)
+
     @property
     def all_classes(self) -> tuple[str, ...]:  # type: ignore[override]
         return IGBP_SIMPLIFIED if self.scheme == "simplified" else IGBP_FULL
 
     def validate(self) -> None:
-        self.scheme = getattr(self.cfg, "igbp_scheme", "full")
         if self.scheme not in ("full", "simplified"):
             raise DataError(f"data.igbp_scheme={self.scheme!r} must be 'full' or 'simplified'")
-        if self.cfg.season not in SEASONS:
-            raise DataError(f"data.season={self.cfg.season!r} is not a SEN12MS season; choose from {sorted(SEASONS)}")
-        self.season_dir = SEASONS[self.cfg.season]
-        if self.scheme == "simplified" and not self.cfg.classes:
+        if self.season not in SEASONS:
+            raise DataError(f"data.season={self.season!r} is not a SEN12MS season; choose from {sorted(SEASONS)}")
+        self.season_dir = SEASONS[self.season]
+        if self.scheme == "simplified" and not self.chosen_classes:
             raise DataError(
                 "data.igbp_scheme=simplified needs data.classes (the paper's classes are full-IGBP classes); "
                 f"simplified classes: {list(IGBP_SIMPLIFIED)}"
@@ -91,7 +103,7 @@ class SEN12MS(RealSource):
             )
 
     def scan_options(self) -> dict:
-        return {"season": self.cfg.season, "igbp_scheme": self.scheme}
+        return {"season": self.season, "igbp_scheme": self.scheme}
 
     def _s2_files(self) -> list[str]:
         """S2 file names of every patch (derived from the S1 files on a node that holds only S1)."""
@@ -150,22 +162,22 @@ class SEN12MS(RealSource):
             sid = f"{m['season']}_{m['scene']}_p{m['patch']}"
             s1 = rel.replace("_s2_", "_s1_").replace("/s2_", "/s1_")
             files = {m: r for m, r in (("s2", rel), ("s1", s1)) if (self.root / r).is_file()}
-            scenes.append(Scene(sid, self._single(frac), files))
+            scenes.append(Scene(sid, self._single(frac), files, {"roi": m["scene"]}))
         return ScanResult(scenes, excluded)
 
-    def read(self, scene: Scene, modality: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
-        rel = scene.files.get(modality)
+    def read(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+        rel = scene.files.get(sensor)
         if rel is None:
-            raise MissingDataError(f"{self.name}: scene {scene.id} has no {modality} patch")
-        s = self.sensors[modality]
+            raise MissingDataError(f"{self.name}: scene {scene.id} has no {sensor} patch")
+        s = self.sensors[sensor]
         path = self.root / rel
         arr = read_raster(
             path,
-            what=f"{self.name} {modality}",
+            what=f"{self.name} {sensor}",
             indexes=[s.bands.index(b) + 1 for b in bands],
             count=len(s.bands),
             dtype=s.dtype,
             native=(256, 256),
-            out_size=self.out_size(modality),
+            out_size=self.out_size(sensor),
         )
         return arr, [str(path)]

@@ -23,7 +23,7 @@ import numpy as np
 from .base import DataError
 
 if TYPE_CHECKING:
-    from .real import Scene
+    from .source import Scene
 
 
 @dataclass

@@ -237,13 +237,6 @@ class InstitutionClient:
         }))
 
 
-def modality_of(cfg: Config) -> dict[str, str]:
-    """Institution -> modality for every institution of the run (no data read)."""
-    from ..data import institution_specs
-
-    return {s.name: s.modality for s in institution_specs(cfg)}
-
-
 def projection_params(model: UMLModel, name: str) -> dict[str, torch.Tensor]:
     """The projection's parameters (what ``projection_sharing=modality`` averages; BN buffers stay)."""
     return {k: p.detach() for k, p in model.projection(name).named_parameters()}
