@@ -30,7 +30,7 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.common.logger import log
 
 from ..config import Config
-from ..data import Institution, load_institutions
+from ..data import Institution, load_institutions, modality_of
 from ..evaluation import calibrate_and_evaluate, split_tensors
 from ..model import UMLModel, backbone_state, load_backbone_state, load_private_state, private_state, projection_state
 from ..train import (
