@@ -39,7 +39,9 @@ def loader_throughput(cache_dir: str, batch: int = 32, seconds: float = 2.0) -> 
     return n / (time.perf_counter() - t0)
 
 
-def step_throughput(channels: int, side: int, classes: int, stem: str, batch: int = 32, steps: int = 5) -> tuple[float, str]:
+def step_throughput(
+    channels: int, side: int, classes: int, stem: str, batch: int = 32, steps: int = 5
+) -> tuple[float, str]:
     try:
         from uml_fed.model import UMLModel
 
@@ -48,7 +50,13 @@ def step_throughput(channels: int, side: int, classes: int, stem: str, batch: in
     except ImportError:  # model not written yet: a stand-in of the same width
         import torch.nn as nn
 
-        model = nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, classes))
+        model = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, classes),
+        )
         fwd, what = model, "stand-in conv net (uml_fed.model missing)"
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x, y = torch.randn(batch, channels, side, side), torch.randint(0, classes, (batch,))
@@ -75,7 +83,11 @@ def bench(name: str, source: str, root: Path, write_kw: dict, cfg_kw: dict, n_cl
         t0 = time.perf_counter()
         insts, rep2 = build_real(cfg, seed=0)
         t_reload = time.perf_counter() - t0
-    out = {"fixture_write_s": round(t_write, 2), "cache_build_s": round(t_build, 2), "cached_load_s": round(t_reload, 2)}
+    out = {
+        "fixture_write_s": round(t_write, 2),
+        "cache_build_s": round(t_build, 2),
+        "cached_load_s": round(t_reload, 2),
+    }
     for inst in insts:
         r = rep2["institutions"][inst.name]
         scenes = sum(len(s) for s in inst.splits.values())

@@ -59,14 +59,21 @@ def main() -> None:
 
         args.overrides = tiny_overrides()
     work = Path(tempfile.mkdtemp(prefix="uml-fed-bench-deploy-"))
-    job = {"overrides": " ".join(args.overrides), "local-epochs": args.local_epochs,
-           "total-epochs": args.rounds * args.local_epochs, "num-threads": 1}
+    job = {
+        "overrides": " ".join(args.overrides),
+        "local-epochs": args.local_epochs,
+        "total-epochs": args.rounds * args.local_epochs,
+        "num-threads": 1,
+    }
 
     report: dict = {"job": job, "rounds": args.rounds}
     sim_out = work / "simulation"
     tic = time.perf_counter()
-    sim = flwr_run({**job, "output-dir": str(sim_out)},
-                   federation_config={"num-supernodes": 2, "client-resources-num-cpus": 1}, timeout=1800)
+    sim = flwr_run(
+        {**job, "output-dir": str(sim_out)},
+        federation_config={"num-supernodes": 2, "client-resources-num-cpus": 1},
+        timeout=1800,
+    )
     if sim.returncode != 0:
         sys.exit(f"simulation failed:\n{sim.output[-4000:]}")
     report["simulation"] = summarise(sim_out, time.perf_counter() - tic)
@@ -94,8 +101,10 @@ def main() -> None:
     ]
     for label, key in rows:
         print(f"{label:28}{report['simulation'][key]:12.2f}{report['deployment'][key]:12.2f}")
-    print(f"max client train per round (s): sim {report['simulation']['max_client_train_s']}, "
-          f"deploy {report['deployment']['max_client_train_s']}")
+    print(
+        f"max client train per round (s): sim {report['simulation']['max_client_train_s']}, "
+        f"deploy {report['deployment']['max_client_train_s']}"
+    )
     print(f"written: {args.out}")
 
 

@@ -37,7 +37,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--local-epochs", type=int, default=5)
     ap.add_argument("--cpus-per-client", type=int, default=1)
-    ap.add_argument("--gpus-per-client", type=float, default=0.0, help="Ray: GPU fraction per client (0.5 = two share one)")
+    ap.add_argument(
+        "--gpus-per-client", type=float, default=0.0, help="Ray: GPU fraction per client (0.5 = two share one)"
+    )
     ap.add_argument("--out", default="bench_federated.json")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -53,10 +55,17 @@ def main() -> None:
 
     fed_out = work / "federated"
     run = flwr_run(
-        {"overrides": " ".join(overrides), "local-epochs": args.local_epochs, "output-dir": str(fed_out),
-         "seed": cfg.seed},
-        federation_config={"num-supernodes": len(names), "client-resources-num-cpus": args.cpus_per_client,
-                           "client-resources-num-gpus": args.gpus_per_client},
+        {
+            "overrides": " ".join(overrides),
+            "local-epochs": args.local_epochs,
+            "output-dir": str(fed_out),
+            "seed": cfg.seed,
+        },
+        federation_config={
+            "num-supernodes": len(names),
+            "client-resources-num-cpus": args.cpus_per_client,
+            "client-resources-num-gpus": args.gpus_per_client,
+        },
         timeout=3600,
     )
     if run.returncode != 0:
@@ -98,26 +107,40 @@ def main() -> None:
         "calibration_fraction": {m: fed["modalities"][m]["fed"]["calibration_s"] / client_train[m] for m in names},
         "calibrate_and_evaluate_s": {m: fed["modalities"][m]["fed"]["calibrate_and_evaluate_s"] for m in names},
         "accuracy": {
-            m: {"centralized_cal": central["modalities"][m]["uml"]["test_acc"],
-                "federated_cal": fed["modalities"][m]["fed"]["test_acc"]}
+            m: {
+                "centralized_cal": central["modalities"][m]["uml"]["test_acc"],
+                "federated_cal": fed["modalities"][m]["fed"]["test_acc"],
+            }
             for m in names
         },
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"centralized: {central_wall:.1f} s wall, {central_train:.1f} s training ({cfg.train.epochs} epochs)")
-    print(f"federated:   {run.seconds:.1f} s wall (flwr run), {fed['train_s']:.1f} s training "
-          f"(R={fed['rounds']} x L={args.local_epochs}, {args.cpus_per_client} CPU/client)")
+    print(
+        f"federated:   {run.seconds:.1f} s wall (flwr run), {fed['train_s']:.1f} s training "
+        f"(R={fed['rounds']} x L={args.local_epochs}, {args.cpus_per_client} CPU/client)"
+    )
     print(f"ratio federated/centralized: wall {report['ratio_wall']:.2f}x, training {report['ratio_train']:.2f}x")
-    print(f"per-round overhead: {', '.join(f'{o:.2f}' for o in overhead)} s; "
-          f"{100 * report['overhead_fraction_steady']:.1f} % of a round (rounds >= 2), "
-          f"{100 * report['overhead_fraction_all']:.1f} % over all rounds")
-    print(f"bytes sent per client per round: {backbone_bytes / 1e6:.2f} MB backbone vs "
-          + ", ".join(f"{m} {b / 1e6:.2f} MB whole model" for m, b in whole.items()))
-    print("calibration vs training: " + ", ".join(
-        f"{m} {report['calibration_s'][m]:.2f} s / {client_train[m]:.1f} s = {100 * report['calibration_fraction'][m]:.1f} %"
-        for m in names))
-    print("calibration + val/test evaluation (both ways) + checkpoint: " + ", ".join(
-        f"{m} {report['calibrate_and_evaluate_s'][m]:.2f} s" for m in names))
+    print(
+        f"per-round overhead: {', '.join(f'{o:.2f}' for o in overhead)} s; "
+        f"{100 * report['overhead_fraction_steady']:.1f} % of a round (rounds >= 2), "
+        f"{100 * report['overhead_fraction_all']:.1f} % over all rounds"
+    )
+    print(
+        f"bytes sent per client per round: {backbone_bytes / 1e6:.2f} MB backbone vs "
+        + ", ".join(f"{m} {b / 1e6:.2f} MB whole model" for m, b in whole.items())
+    )
+    print(
+        "calibration vs training: "
+        + ", ".join(
+            f"{m} {report['calibration_s'][m]:.2f} s / {client_train[m]:.1f} s = {100 * report['calibration_fraction'][m]:.1f} %"
+            for m in names
+        )
+    )
+    print(
+        "calibration + val/test evaluation (both ways) + checkpoint: "
+        + ", ".join(f"{m} {report['calibrate_and_evaluate_s'][m]:.2f} s" for m in names)
+    )
     print(f"report: {Path(args.out).resolve()}")
 
 

@@ -29,11 +29,17 @@ import torch.nn.functional as F
 from uml_fed.config import load_config
 from uml_fed.data import load_institutions
 from uml_fed.evaluation import split_tensors
-from uml_fed.model import Compute, build_unimodal
+from uml_fed.model import FP32, Compute, build_unimodal
 from uml_fed.train import BatchStream, make_optimizer, resolve_device, train_one_epoch
 
-PAPER = ["model.width=64", "data.patch_size=64", "data.train_per_class=1000", "data.val_per_class=10",
-         "data.test_per_class=10", "data.modalities=[s1]"]
+PAPER = [
+    "model.width=64",
+    "data.patch_size=64",
+    "data.train_per_class=1000",
+    "data.val_per_class=10",
+    "data.test_per_class=10",
+    "data.modalities=[s1]",
+]
 
 
 def sync(device: torch.device) -> None:
@@ -91,7 +97,7 @@ def main() -> None:
     batch = cfg.train.batch_size
     images = args.epochs * (len(y) // batch) * batch
 
-    def fresh(compute: Compute = Compute(), compile_mode: str = "off"):
+    def fresh(compute: Compute = FP32, compile_mode: str = "off"):
         torch.manual_seed(0)
         model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), cfg.model).to(device)
         return model.set_compute(compute, compile_mode)
@@ -101,16 +107,25 @@ def main() -> None:
         "uml_fed fp32": lambda: project_epochs(fresh(), x, y, batch, args.epochs, device),
         "uml_fed bf16": lambda: project_epochs(fresh(Compute(torch.bfloat16)), x, y, batch, args.epochs, device),
         "uml_fed channels-last": lambda: project_epochs(fresh(Compute(None, True)), x, y, batch, args.epochs, device),
-        "uml_fed bf16 + channels-last": lambda: project_epochs(fresh(Compute(torch.bfloat16, True)), x, y, batch,
-                                                              args.epochs, device),
+        "uml_fed bf16 + channels-last": lambda: project_epochs(
+            fresh(Compute(torch.bfloat16, True)), x, y, batch, args.epochs, device
+        ),
     }
     if args.compile:
         variants["uml_fed bf16 + channels-last + compile"] = lambda: project_epochs(
-            fresh(Compute(torch.bfloat16, True), "default"), x, y, batch, args.epochs, device)
-    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-              "model_width": cfg.model.width, "patch": cfg.data.patch_size, "train_samples": len(y),
-              "steps_per_epoch": len(y) // batch,
-              "timed_epochs": args.epochs, "variants": {}}
+            fresh(Compute(torch.bfloat16, True), "default"), x, y, batch, args.epochs, device
+        )
+    report = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "model_width": cfg.model.width,
+        "patch": cfg.data.patch_size,
+        "train_samples": len(y),
+        "steps_per_epoch": len(y) // batch,
+        "timed_epochs": args.epochs,
+        "variants": {},
+    }
     for name, run in variants.items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -121,8 +136,10 @@ def main() -> None:
             "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         }
     ref = report["variants"]["plain fp32"]["images_per_s"]
-    print(f"{report['device']}: width {cfg.model.width}, {cfg.data.patch_size} px, {len(y)} training images, "
-          f"{args.epochs} timed epochs")
+    print(
+        f"{report['device']}: width {cfg.model.width}, {cfg.data.patch_size} px, {len(y)} training images, "
+        f"{args.epochs} timed epochs"
+    )
     for name, v in report["variants"].items():
         mem = f", {v['peak_gpu_mem_gb']:.2f} GB peak" if v["peak_gpu_mem_gb"] is not None else ""
         print(f"  {name:<40} {v['images_per_s']:>9.0f} img/s  {v['images_per_s'] / ref:5.2f}x plain fp32{mem}")

@@ -72,8 +72,13 @@ def check_client_replies(replies, model_cfg) -> dict[str, int]:
             assert not content.config_records
         elif kind == "query.describe":
             assert not content.array_records and not content.metric_records
-            assert set(content.config_records["info"].keys()) == {"institution", "modality", "classes", "bands",
-                                                                  "num-train"}
+            assert set(content.config_records["info"].keys()) == {
+                "institution",
+                "modality",
+                "classes",
+                "bands",
+                "num-train",
+            }
         else:
             assert kind == "query.calibrate" and not content.array_records and not content.config_records
         for record in content.metric_records.values():

@@ -18,7 +18,9 @@ def _bn_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     captured, hooks = {}, []
     for name, m in model.named_modules():
         if isinstance(m, nn.BatchNorm2d):
-            hooks.append(m.register_forward_hook(lambda mod, inp, out, n=name: captured.__setitem__(n, inp[0].detach())))
+            hooks.append(
+                m.register_forward_hook(lambda mod, inp, out, n=name: captured.__setitem__(n, inp[0].detach()))
+            )
     model.train()
     with torch.no_grad():
         model(x)

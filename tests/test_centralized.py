@@ -15,9 +15,9 @@ CHANCE = 1 / 6
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from uml_fed.config import load_config
-
     from conftest import tiny_overrides
+
+    from uml_fed.config import load_config
 
     out = tmp_path_factory.mktemp("central")
     cfg = load_config(
@@ -61,9 +61,9 @@ def test_run_directory_holds_config_metrics_results_and_loadable_checkpoints(tra
 
 
 def test_same_seed_gives_identical_metrics(trained, tmp_path):
-    from uml_fed.config import load_config
-
     from conftest import tiny_overrides
+
+    from uml_fed.config import load_config
 
     cfg, first = trained
     again = load_config(
@@ -73,8 +73,7 @@ def test_same_seed_gives_identical_metrics(trained, tmp_path):
     second = run_centralized(again, unimodal=True)
     assert second["modalities"] == first["modalities"]
     rows = lambda p: [  # noqa: E731
-        {k: v for k, v in json.loads(line).items() if k not in ("time", "train_s")}
-        for line in open(p)
+        {k: v for k, v in json.loads(line).items() if k not in ("time", "train_s")} for line in open(p)
     ]
     assert rows(f"{cfg.output_dir}/metrics.jsonl") == rows(f"{again.output_dir}/metrics.jsonl")
 

@@ -34,20 +34,32 @@ def test_centralized_command_writes_run_directory_and_predict_uses_its_checkpoin
     inst = load_institutions(load_config(tiny_overrides()), only="s1")[0]
     raw = inst.split("test").images[:3] * inst.std[None, :, None, None] + inst.mean[None, :, None, None]
     np.save(tmp_path / "patches.npy", raw)
-    pred = _run(["predict", str(tmp_path / "run" / "checkpoints" / "uml_s1.pt"), str(tmp_path / "patches.npy")],
-                cwd=tmp_path)
+    pred = _run(
+        ["predict", str(tmp_path / "run" / "checkpoints" / "uml_s1.pt"), str(tmp_path / "patches.npy")], cwd=tmp_path
+    )
     rows = [json.loads(line) for line in pred.splitlines() if line.startswith("{")]
     assert len(rows) == 3 and all(r["class"] in inst.classes for r in rows)
 
     np.save(tmp_path / "wrong.npy", np.zeros((1, 5, 16, 16), np.float32))
-    proc = subprocess.run([*UML_FED, "predict", str(tmp_path / "run" / "checkpoints" / "uml_s1.pt"),
-                           str(tmp_path / "wrong.npy")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [*UML_FED, "predict", str(tmp_path / "run" / "checkpoints" / "uml_s1.pt"), str(tmp_path / "wrong.npy")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "modality 's1' with 2 bands" in proc.stderr
 
 
 def test_unimodal_command_and_hydra_multirun(tmp_path):
-    _run(["unimodal", "--multirun", "seed=0,1", *tiny_overrides("train.epochs=1", "train.select_after=0"),
-          f"hydra.sweep.dir={tmp_path / 'multi'}"], cwd=tmp_path)
+    _run(
+        [
+            "unimodal",
+            "--multirun",
+            "seed=0,1",
+            *tiny_overrides("train.epochs=1", "train.select_after=0"),
+            f"hydra.sweep.dir={tmp_path / 'multi'}",
+        ],
+        cwd=tmp_path,
+    )
     a = json.loads((tmp_path / "multi" / "0" / "results.json").read_text())
     b = json.loads((tmp_path / "multi" / "1" / "results.json").read_text())
     assert a["seed"] == 0 and b["seed"] == 1 and "unimodal" in a["modalities"]["s2"]
@@ -55,8 +67,9 @@ def test_unimodal_command_and_hydra_multirun(tmp_path):
 
 
 def test_bad_override_fails_loudly(tmp_path):
-    proc = subprocess.run([*UML_FED, "centralized", "model.projection_blocks=9"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [*UML_FED, "centralized", "model.projection_blocks=9"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode != 0 and "model.projection_blocks=9 must be in 0..8" in proc.stderr
     proc = subprocess.run([*UML_FED, "frobnicate"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown command 'frobnicate'" in proc.stderr
@@ -64,8 +77,14 @@ def test_bad_override_fails_loudly(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_command_writes_table_and_plot(tmp_path):
-    out = _run(["sweep", *tiny_overrides("train.epochs=2", "train.select_after=0", "fed.sweep_local_epochs=[1,2]"),
-                f"hydra.run.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
+    out = _run(
+        [
+            "sweep",
+            *tiny_overrides("train.epochs=2", "train.select_after=0", "fed.sweep_local_epochs=[1,2]"),
+            f"hydra.run.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+    )
     report = json.loads((tmp_path / "sweep" / "fig4" / "cpu" / "report.json").read_text())
     assert report["seeds"] == [0] and {a["x"] for a in report["arms"].values() if a["series"] == "fed"} == {1, 2}
     assert set(report["arms"]["fed@1"]["test_acc"]["0"]) == {"s1", "s2", "mean"}
@@ -87,8 +106,15 @@ def test_prepare_data_command_on_a_fixture_in_the_real_layout(tmp_path):
     from uml_fed.data.fixtures import write_fixture
 
     root = write_fixture("eurosat", tmp_path / "eurosat", per_class=20)["root"]
-    args = ["prepare-data", "data=eurosat_s1_rgb", f"data.root={root}", "data.train_per_class=4",
-            "data.val_per_class=2", "data.test_per_class=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        "prepare-data",
+        "data=eurosat_s1_rgb",
+        f"data.root={root}",
+        "data.train_per_class=4",
+        "data.val_per_class=2",
+        "data.test_per_class=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     out = _run(args, cwd=tmp_path)
     assert "s1: cache built" in out and "rgb: cache built" in out and "AnnualCrop: 4" in out
     again = _run(args, cwd=tmp_path)

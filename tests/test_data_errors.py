@@ -25,7 +25,9 @@ def real_institution_names(c: DataConfig) -> list[str]:
 
 
 def cfg(source: str, root, cache, **kw) -> DataConfig:
-    base = dict(source=source, root=str(root), cache_dir=str(cache), train_per_class=2, val_per_class=1, test_per_class=1)
+    base = dict(
+        source=source, root=str(root), cache_dir=str(cache), train_per_class=2, val_per_class=1, test_per_class=1
+    )
     base.update(kw)
     return DataConfig(**base)
 
@@ -77,7 +79,10 @@ def test_wrong_dtype(ben, tmp_path):
     root, info = ben
     for p in _all_s2(root, info):
         fixtures.write_geotiff(
-            root / "BigEarthNet-v1.0" / p / f"{p}_B03.tif", np.ones((120, 120), np.int16), "EPSG:32633", from_origin(0, 0, 10, 10)
+            root / "BigEarthNet-v1.0" / p / f"{p}_B03.tif",
+            np.ones((120, 120), np.int16),
+            "EPSG:32633",
+            from_origin(0, 0, 10, 10),
         )
     with pytest.raises(DataError, match=r"_B03.tif' has dtype int16, expected uint16"):
         load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
@@ -87,7 +92,10 @@ def test_wrong_native_size(ben, tmp_path):
     root, info = ben
     for p in _all_s2(root, info):
         fixtures.write_geotiff(
-            root / "BigEarthNet-v1.0" / p / f"{p}_B05.tif", np.ones((120, 120), np.uint16), "EPSG:32633", from_origin(0, 0, 10, 10)
+            root / "BigEarthNet-v1.0" / p / f"{p}_B05.tif",
+            np.ones((120, 120), np.uint16),
+            "EPSG:32633",
+            from_origin(0, 0, 10, 10),
         )
     with pytest.raises(DataError, match=r"_B05.tif' is 120x120 pixels, expected 60x60"):
         load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))

@@ -179,7 +179,9 @@ def test_folder_source_png_tif_npy_and_resize(tmp_path):
     assert [i.name for i in insts] == ["sar", "photo", "arr"]
     assert [i.split("train").images.shape for i in insts] == [(4, 2, 12, 12), (4, 3, 12, 12), (4, 1, 12, 12)]
     assert insts[0].classes == ["a", "b"] and insts[1].bands == ["b1", "b2", "b3"]
-    named = cfg("folder", info["root"], tmp_path / "d", modalities=["photo"], bands={"photo": ["R", "G", "B"]}, per_band=True)
+    named = cfg(
+        "folder", info["root"], tmp_path / "d", modalities=["photo"], bands={"photo": ["R", "G", "B"]}, per_band=True
+    )
     assert real_institution_names(named) == ["photo_R", "photo_G", "photo_B"]
 
 
@@ -187,7 +189,15 @@ def test_folder_source_png_tif_npy_and_resize(tmp_path):
 
 
 def test_subset_sizes_balance_and_seed(euro, tmp_path):
-    c = cfg("eurosat", euro["root"], tmp_path, modalities=["s1", "rgb"], train_per_class=3, val_per_class=1, test_per_class=2)
+    c = cfg(
+        "eurosat",
+        euro["root"],
+        tmp_path,
+        modalities=["s1", "rgb"],
+        train_per_class=3,
+        val_per_class=1,
+        test_per_class=2,
+    )
     insts = load_real(c, seed=0)
     for inst in insts:
         for split, n in (("train", 3), ("val", 1), ("test", 2)):
@@ -246,7 +256,10 @@ def test_node_with_only_its_own_modality_gets_the_same_scenes(ben1, tmp_path):
 
 def test_short_class_raise_shrink_drop(ben1, tmp_path):
     big = dict(classes=BEN3, train_per_class=2, val_per_class=3, test_per_class=3)
-    with pytest.raises(DataError, match=r"class 'Arable land' has 12 single-label scenes.*need train/val/test s1 2/3/3, s2 2/3/3.*get only 6"):
+    with pytest.raises(
+        DataError,
+        match=r"class 'Arable land' has 12 single-label scenes.*need train/val/test s1 2/3/3, s2 2/3/3.*get only 6",
+    ):
         load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, **big), seed=0)
     with pytest.warns(UserWarning, match="shrunk this class"):
         insts = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, short_class="shrink", **big), seed=0)
@@ -261,7 +274,9 @@ def test_allocate_drop_keeps_other_classes():
 
     scenes = [Scene(f"a{i}", "A", {"x": "", "y": ""}) for i in range(10)] + [Scene("b0", "B", {"x": "", "y": ""})]
     with pytest.warns(UserWarning, match="class 'B' has 1"):
-        plan = allocate(scenes, ["A", "B"], [("x", "x"), ("y", "y")], {"x": (2, 1, 1), "y": (2, 1, 1)}, short_class="drop")
+        plan = allocate(
+            scenes, ["A", "B"], [("x", "x"), ("y", "y")], {"x": (2, 1, 1), "y": (2, 1, 1)}, short_class="drop"
+        )
     assert plan.classes == ["A"] and not set(plan.pools["x"]["A"]) & set(plan.pools["y"]["A"])
 
 
@@ -336,7 +351,13 @@ def test_cache_rebuilt_on_option_change_and_touched_file(ben1, tmp_path):
 def test_prepare_data_report_and_presets(euro, tmp_path, capsys):
     conf = load_config(
         [f"data={name}" for name in ["eurosat_s1_rgb"]]
-        + [f"data.root={euro['root']}", f"data.cache_dir={tmp_path}", "data.train_per_class=2", "data.val_per_class=1", "data.test_per_class=1"]
+        + [
+            f"data.root={euro['root']}",
+            f"data.cache_dir={tmp_path}",
+            "data.train_per_class=2",
+            "data.val_per_class=1",
+            "data.test_per_class=1",
+        ]
     )
     report = prepare_data(conf)
     out = capsys.readouterr().out
@@ -360,7 +381,12 @@ def test_dispatcher_loads_real_institutions(euro, tmp_path):
 
 @pytest.mark.parametrize(
     "experiment",
-    [f"{b}_{k}_{s}" for b in ("bigearthnet", "sen12ms", "eurosat_s1_rgb") for k in ("bimodal", "finegrained") for s in ("full", "lowdata")]
+    [
+        f"{b}_{k}_{s}"
+        for b in ("bigearthnet", "sen12ms", "eurosat_s1_rgb")
+        for k in ("bimodal", "finegrained")
+        for s in ("full", "lowdata")
+    ]
     + ["unrelated_auxiliary"],
 )
 def test_experiment_presets_compose(experiment):
@@ -370,4 +396,6 @@ def test_experiment_presets_compose(experiment):
         warnings.simplefilter("ignore")
         if c.data.source != "folder":  # folder band names come from files
             names = real_institution_names(c.data)
-            assert len(names) == (2 if "bimodal" in experiment else {"bigearthnet": 14, "sen12ms": 15}.get(experiment.split("_")[0], 5))
+            assert len(names) == (
+                2 if "bimodal" in experiment else {"bigearthnet": 14, "sen12ms": 15}.get(experiment.split("_")[0], 5)
+            )

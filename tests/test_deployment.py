@@ -11,18 +11,23 @@ import json
 
 import pytest
 from conftest import check_client_replies, tiny_overrides
-
-from uml_fed.config import from_run_config
 from harness.deployment import LocalDeployment
 
+from uml_fed.config import from_run_config
 from uml_fed.federated.launch import processes_with
 
 pytestmark = pytest.mark.slow
 
 
 def tiny_run(out, **extra):
-    return {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 2, "num-threads": 1,
-            "output-dir": str(out), **extra}
+    return {
+        "overrides": " ".join(tiny_overrides()),
+        "local-epochs": 1,
+        "total-epochs": 2,
+        "num-threads": 1,
+        "output-dir": str(out),
+        **extra,
+    }
 
 
 def read_rounds(out):
@@ -45,8 +50,15 @@ def deployed(tmp_path_factory):
         logs = {name: c.log_text() for name, c in dep.components.items()}
     finally:
         dep.stop()
-    return {"dep": dep, "work": work, "run": run, "registered": registered, "nodes": nodes, "replies": replies,
-            "logs": logs}
+    return {
+        "dep": dep,
+        "work": work,
+        "run": run,
+        "registered": registered,
+        "nodes": nodes,
+        "replies": replies,
+        "logs": logs,
+    }
 
 
 def test_tls_authenticated_deployment_runs_to_completion_and_leaves_no_process(deployed):
@@ -104,8 +116,11 @@ def test_an_institution_killed_mid_run_does_not_stop_the_others(tmp_path):
                 dep.kill("s2")
                 killed.append(line)
 
-        run = dep.run(tiny_run(out, **{"total-epochs": 3, "min-nodes": 1, "round-timeout": 30.0}), timeout=300,
-                      on_line=kill_after_round_1)
+        run = dep.run(
+            tiny_run(out, **{"total-epochs": 3, "min-nodes": 1, "round-timeout": 30.0}),
+            timeout=300,
+            on_line=kill_after_round_1,
+        )
     assert not dep.alive()
     assert killed and run.returncode == 0, run.output[-3000:]
     rounds = read_rounds(out)
@@ -140,8 +155,11 @@ def test_an_institution_killed_and_restarted_mid_run_changes_nothing(tmp_path):
                 restarted.append(threading.Thread(target=dep.restart, args=("s2",), daemon=True))
                 restarted[0].start()
 
-        chaos = dep.run(tiny_run(tmp_path / "chaos", **{"total-epochs": 3, "overrides": overrides}), timeout=900,
-                        on_line=kill_and_restart)
+        chaos = dep.run(
+            tiny_run(tmp_path / "chaos", **{"total-epochs": 3, "overrides": overrides}),
+            timeout=900,
+            on_line=kill_and_restart,
+        )
         restarted[0].join(timeout=60)
     assert not dep.alive()
     assert restarted and chaos.returncode == 0, chaos.output[-3000:]

@@ -14,7 +14,6 @@ import flwr
 import pytest
 import torch
 import yaml
-
 from harness.deployment import LocalDeployment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +57,9 @@ def default_port() -> int:
 
 def test_two_institutions_each_with_a_supernode_and_a_clientapp():
     assert INSTITUTIONS == ["s1", "s2"]
-    assert {"superlink", "serverapp", "register"} | {f"{k}-{m}" for m in INSTITUTIONS
-                                                      for k in ("supernode", "clientapp")} == set(SERVICES)
+    assert {"superlink", "serverapp", "register"} | {
+        f"{k}-{m}" for m in INSTITUTIONS for k in ("supernode", "clientapp")
+    } == set(SERVICES)
 
 
 def test_superlink_port_and_flags_match_the_script_and_the_launcher(default_port, tmp_path):
@@ -74,7 +74,11 @@ def test_superlink_port_and_flags_match_the_script_and_the_launcher(default_port
 
 
 def test_supernodes_connect_with_tls_and_their_own_key_and_the_script_node_config(default_port, tmp_path):
-    built = [line for line in script("start-supernode.sh").splitlines() if re.match(r"\s*(\[\[.*\]\] \|\| )?node_config\+?=", line)]
+    built = [
+        line
+        for line in script("start-supernode.sh").splitlines()
+        if re.match(r"\s*(\[\[.*\]\] \|\| )?node_config\+?=", line)
+    ]
     script_keys = {k for line in built for k in re.findall(r'([\w-]+)=\\"', line)}
     launcher = LocalDeployment(tmp_path)
     launcher.port = default_port

@@ -45,8 +45,16 @@ def test_real_cache_stores_splits_in_their_seeded_shuffled_order(tmp_path):
     from uml_fed.data import fixtures
 
     root = fixtures.write_eurosat(tmp_path / "eurosat", per_class=12, seed=5)["root"]
-    cfg = load_config(["data=eurosat_s1_rgb", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}",
-                       "data.train_per_class=3", "data.val_per_class=1", "data.test_per_class=1"])
+    cfg = load_config(
+        [
+            "data=eurosat_s1_rgb",
+            f"data.root={root}",
+            f"data.cache_dir={tmp_path / 'c'}",
+            "data.train_per_class=3",
+            "data.val_per_class=1",
+            "data.test_per_class=1",
+        ]
+    )
     insts, _ = build_real(cfg.data, seed=0)
     labels = insts[0].split("train").labels
     assert not np.all(np.diff(labels) >= 0)  # not class by class
@@ -71,8 +79,7 @@ def test_allocation_follows_per_institution_sizes():
     from uml_fed.data.real import Scene
 
     scenes = [Scene(f"{c}{i}", c, {"x": "f", "y": "f"}) for c in "AB" for i in range(30)]
-    plan = allocate(scenes, ["A", "B"], [("x", "x"), ("y", "y")], {"x": (2, 1, 1), "y": (10, 5, 5)},
-                    coregistered=True)
+    plan = allocate(scenes, ["A", "B"], [("x", "x"), ("y", "y")], {"x": (2, 1, 1), "y": (10, 5, 5)}, coregistered=True)
     assert plan.need["x"]["A"] == (2, 1, 1) and plan.need["y"]["A"] == (10, 5, 5)
     assert set(plan.pools["x"]["A"]).isdisjoint(plan.pools["y"]["A"])
     assert len(plan.pools["y"]["A"]) >= 20 and len(plan.pools["x"]["A"]) >= 4
@@ -95,11 +102,13 @@ def test_paired_reference_fuses_the_same_scenes_of_every_sensor(tmp_path):
 
 
 def test_experiment_report_mean_std_and_resume(tmp_path, monkeypatch):
-    from uml_fed.experiments import run_experiment
-    from uml_fed.experiments import runner
+    from uml_fed.experiments import run_experiment, runner
 
-    args = [*tiny_overrides("train.epochs=2", "train.lr_step=2", "train.select_after=0"),
-            f"runner.root={tmp_path}", "runner.seeds=[0,1]"]
+    args = [
+        *tiny_overrides("train.epochs=2", "train.lr_step=2", "train.select_after=0"),
+        f"runner.root={tmp_path}",
+        "runner.seeds=[0,1]",
+    ]
     first = run_experiment("fig2b", args, log=lambda _: None)
     report = (tmp_path / "fig2b" / "cpu" / "report.md").read_text()
     assert "mean ± std over seeds" in report and "±" in report and (tmp_path / "fig2b" / "cpu" / "figure.png").is_file()
@@ -113,8 +122,15 @@ def test_experiment_report_mean_std_and_resume(tmp_path, monkeypatch):
     (tmp_path / "runs" / unfinished.split("/")[-1] / "results.json").unlink()
     trained = []
     real = dict(runner.METHODS)
-    monkeypatch.setattr(runner, "METHODS", {k: (lambda f, k=k: lambda c, o: (trained.append(k), f(c, o))[1])(f)
-                                            for k, f in real.items()})
+
+    def counted(name, method):
+        def run(cfg, overrides):
+            trained.append(name)
+            return method(cfg, overrides)
+
+        return run
+
+    monkeypatch.setattr(runner, "METHODS", {k: counted(k, f) for k, f in real.items()})
     second = run_experiment("fig2b", [*args, "runner.seeds=[0,1,2]"], log=lambda _: None)
     assert sorted(trained) == ["paired", "uml", "uml", "unimodal"]  # seed 1's UML + all of the new seed 2
     assert second["arms"]["uml"]["test_acc"]["1"] == uml["1"]  # same seed, same numbers
@@ -132,7 +148,11 @@ def test_split_needs_ids_for_its_canonical_order():
     from uml_fed.data import canonical_order
     from uml_fed.data.base import Institution
 
-    inst = Institution("x", ["b"], ["a", "b"], {"train": Split(np.zeros((2, 1, 2, 2), np.float32),
-                                                                np.zeros(2, np.int64), ["only-one"])})
+    inst = Institution(
+        "x",
+        ["b"],
+        ["a", "b"],
+        {"train": Split(np.zeros((2, 1, 2, 2), np.float32), np.zeros(2, np.int64), ["only-one"])},
+    )
     with pytest.raises(DataError, match="1 sample ids for 2 samples"):
         canonical_order(inst, 0)

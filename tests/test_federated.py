@@ -26,8 +26,13 @@ RUN_KEY = "run-a"
 
 def _context(pid: int, tmp_path: Path, **run) -> Context:
     run_config = {**TINY_RUN, "output-dir": str(tmp_path), **run}
-    return Context(run_id=1, node_id=100 + pid, node_config={"partition-id": pid, "num-partitions": 2},
-                   state=RecordDict(), run_config=run_config)
+    return Context(
+        run_id=1,
+        node_id=100 + pid,
+        node_config={"partition-id": pid, "num-partitions": 2},
+        state=RecordDict(),
+        run_config=run_config,
+    )
 
 
 def _msg(kind: str, content: RecordDict, dst: int) -> Message:
@@ -76,14 +81,19 @@ def test_train_handler_replies_with_backbone_only_and_keeps_projection_private(t
 
 def test_a_run_never_reads_another_runs_private_state(tmp_path):
     cfg = from_run_config({**TINY_RUN, "output-dir": str(tmp_path)})
-    first = client_app.train(_msg("train", _train_content(cfg, tmp_path, 1, run_key="run-a"), 100),
-                             _context(0, tmp_path))
+    first = client_app.train(
+        _msg("train", _train_content(cfg, tmp_path, 1, run_key="run-a"), 100), _context(0, tmp_path)
+    )
     # another run (other key) at round 2 finds nothing of run-a: it starts from the seeded projection,
     # exactly like a fresh node of its own run would
-    other = client_app.train(_msg("train", _train_content(cfg, tmp_path, 2, first.content["arrays"], run_key="run-b"),
-                                  100), _context(0, tmp_path))
-    fresh = client_app.train(_msg("train", _train_content(cfg, tmp_path / "f", 2, first.content["arrays"],
-                                                          run_key="run-b"), 100), _context(0, tmp_path / "f"))
+    other = client_app.train(
+        _msg("train", _train_content(cfg, tmp_path, 2, first.content["arrays"], run_key="run-b"), 100),
+        _context(0, tmp_path),
+    )
+    fresh = client_app.train(
+        _msg("train", _train_content(cfg, tmp_path / "f", 2, first.content["arrays"], run_key="run-b"), 100),
+        _context(0, tmp_path / "f"),
+    )
     for k in other.content["arrays"].keys():
         np.testing.assert_array_equal(other.content["arrays"][k].numpy(), fresh.content["arrays"][k].numpy())
     assert sorted(p.name for p in (tmp_path / "clients" / "s1").iterdir()) == ["run-a", "run-b"]
@@ -95,8 +105,10 @@ def test_fedprox_term_changes_the_local_update(tmp_path):
 
     def local(mu: float) -> dict[str, np.ndarray]:
         run = {"strategy": "fedprox", "proximal-mu": mu} if mu else {}
-        reply = client_app.train(_msg("train", _train_content(cfg, tmp_path / f"mu{mu}", 1, start), 100),
-                                 _context(0, tmp_path / f"mu{mu}", **run))
+        reply = client_app.train(
+            _msg("train", _train_content(cfg, tmp_path / f"mu{mu}", 1, start), 100),
+            _context(0, tmp_path / f"mu{mu}", **run),
+        )
         return {k: v.numpy() for k, v in reply.content["arrays"].items()}
 
     free, prox = local(0.0), local(10.0)
@@ -127,8 +139,13 @@ def test_describe_handler_and_unknown_institution_in_node_config(tmp_path):
     info = client_app.describe(_msg("query.describe", RecordDict({"config": ConfigRecord({})}), 100), ctx)
     assert info.content["info"]["institution"] == "s1" and info.content["info"]["modality"] == "s1"
     assert len(info.content["info"]["classes"]) == 6 and "error" not in info.content["info"]
-    bad = Context(run_id=1, node_id=5, node_config={"institution": "s7"}, state=RecordDict(),
-                  run_config={**TINY_RUN, "output-dir": str(tmp_path)})
+    bad = Context(
+        run_id=1,
+        node_id=5,
+        node_config={"institution": "s7"},
+        state=RecordDict(),
+        run_config={**TINY_RUN, "output-dir": str(tmp_path)},
+    )
     with pytest.raises(ValueError, match="institution='s7' is not an institution of this run"):
         client_app.describe(_msg("query.describe", RecordDict({"config": ConfigRecord({})}), 5), bad)
 
@@ -137,24 +154,36 @@ def test_a_deployed_node_reports_errors_without_their_local_details(tmp_path):
     """error_detail=auto: a deployed node (node config `institution`) sends the error type and a code only."""
     secret = tmp_path / "secret_tile_T33UUP_2017"
     overrides = f"{TINY_RUN['overrides']} data=eurosat_s1_rgb data.root={secret}"
-    ctx = Context(run_id=1, node_id=5, node_config={"institution": "s1"}, state=RecordDict(),
-                  run_config={**TINY_RUN, "overrides": overrides})
+    ctx = Context(
+        run_id=1,
+        node_id=5,
+        node_config={"institution": "s1"},
+        state=RecordDict(),
+        run_config={**TINY_RUN, "overrides": overrides},
+    )
     info = client_app.describe(_msg("query.describe", RecordDict({"config": ConfigRecord({})}), 5), ctx)
     error = info.content["info"]["error"]
     assert error.startswith(("MissingDataError (code", "DataError (code")) and str(tmp_path) not in error
-    full = Context(run_id=1, node_id=5, node_config={"institution": "s1"}, state=RecordDict(),
-                   run_config={**ctx.run_config, "overrides": overrides + " fed.error_detail=full"})
+    full = Context(
+        run_id=1,
+        node_id=5,
+        node_config={"institution": "s1"},
+        state=RecordDict(),
+        run_config={**ctx.run_config, "overrides": overrides + " fed.error_detail=full"},
+    )
     info = client_app.describe(_msg("query.describe", RecordDict({"config": ConfigRecord({})}), 5), full)
     assert str(secret) in info.content["info"]["error"]
 
 
 def _reply(arrays: dict[str, np.ndarray], n: int, src: int, modality_weight: float = 1.0, projection=None) -> Message:
     request = Message(content=RecordDict(), dst_node_id=src, message_type="train")
-    metrics = MetricRecord({"num-examples": n, "uniform-weight": 1, "modality-weight": modality_weight,
-                            "train-time-s": 0.1})
+    metrics = MetricRecord(
+        {"num-examples": n, "uniform-weight": 1, "modality-weight": modality_weight, "train-time-s": 0.1}
+    )
     proj = ArrayRecord(OrderedDict((k, torch.from_numpy(v)) for k, v in projection.items())) if projection else None
-    content = records.train_reply(ArrayRecord(OrderedDict((k, torch.from_numpy(v)) for k, v in arrays.items())),
-                                  metrics, proj)
+    content = records.train_reply(
+        ArrayRecord(OrderedDict((k, torch.from_numpy(v)) for k, v in arrays.items())), metrics, proj
+    )
     return Message(content, reply_to=request)
 
 
@@ -193,8 +222,11 @@ def test_projections_are_shared_within_a_modality_only(tmp_path):
     p_s2b = {"stem.0.weight": np.full((8, 12, 3, 3), 4.0, np.float32)}
     names = {1: "s1", 2: "s2_0", 3: "s2_1"}
     agg = Aggregator(cfg, {"s1": "s1", "s2_0": "s2", "s2_1": "s2"})
-    replies = [_reply(zero, 10, 1, projection=p_s1), _reply(zero, 10, 2, projection=p_s2a),
-               _reply(zero, 10, 3, projection=p_s2b)]
+    replies = [
+        _reply(zero, 10, 1, projection=p_s1),
+        _reply(zero, 10, 2, projection=p_s2a),
+        _reply(zero, 10, 3, projection=p_s2b),
+    ]
     agg.aggregate(1, replies, lambda m: names[m.metadata.src_node_id])
     sent = {m.metadata.dst_node_id: m for m in agg.messages(initial_backbone(cfg, 6), _config(tmp_path, 2), names)}
     assert set(sent) == {1, 2, 3}
@@ -253,10 +285,12 @@ def test_restarted_node_restores_its_private_state_from_disk(tmp_path):
     cfg = from_run_config({**TINY_RUN})
     first = client_app.train(_msg("train", _train_content(cfg, tmp_path / "x", 1), 100), _context(0, tmp_path / "x"))
     shutil.copytree(tmp_path / "x", tmp_path / "y")
-    kept = client_app.train(_msg("train", _train_content(cfg, tmp_path / "x", 2, first.content["arrays"]), 100),
-                            _context(0, tmp_path / "x"))
-    restarted = client_app.train(_msg("train", _train_content(cfg, tmp_path / "y", 2, first.content["arrays"]), 100),
-                                 _context(0, tmp_path / "y"))
+    kept = client_app.train(
+        _msg("train", _train_content(cfg, tmp_path / "x", 2, first.content["arrays"]), 100), _context(0, tmp_path / "x")
+    )
+    restarted = client_app.train(
+        _msg("train", _train_content(cfg, tmp_path / "y", 2, first.content["arrays"]), 100), _context(0, tmp_path / "y")
+    )
     for k in kept.content["arrays"].keys():
         np.testing.assert_array_equal(kept.content["arrays"][k].numpy(), restarted.content["arrays"][k].numpy())
     assert sorted(p.name for p in _store(tmp_path / "y", "s1").glob("round_*.pt")) == ["round_1.pt", "round_2.pt"]

@@ -10,8 +10,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_overrides
+
 from uml_fed.config import ConfigError, MethodConfig, ModelConfig, load_config
 from uml_fed.methods import METHODS, build_method
 from uml_fed.methods.cdan import multilinear_map, randomized_map
@@ -46,6 +46,7 @@ def method_for(name: str, num_classes: int = 3, **coefficients):
 
 # --- shared pieces ---------------------------------------------------------------------------------
 
+
 def test_gradient_reversal_is_identity_forward_and_minus_lambda_backward():
     x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     y = grad_reverse(x, 0.5)
@@ -73,6 +74,7 @@ def test_dann_loss_is_ln2_for_an_undecided_discriminator_and_matches_the_hand_va
 
 
 # --- CDAN -----------------------------------------------------------------------------------------
+
 
 def test_cdan_multilinear_and_randomized_maps():
     f, g = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.25, 0.75]])
@@ -102,6 +104,7 @@ def test_cdan_entropy_weighting_follows_the_official_normalisation():
 
 # --- MCC ------------------------------------------------------------------------------------------
 
+
 def test_mcc_is_zero_for_confident_one_hot_and_c_minus_1_over_c_for_uniform_predictions():
     assert mcc_loss(100 * torch.eye(3), 2.5).item() == pytest.approx(0.0, abs=1e-6)
     for classes in (2, 4):
@@ -112,6 +115,7 @@ def test_mcc_is_zero_for_confident_one_hot_and_c_minus_1_over_c_for_uniform_pred
 
 
 # --- MDD ------------------------------------------------------------------------------------------
+
 
 def test_mdd_margin_disparity_hand_values():
     assert shift_log(torch.tensor(0.0)).item() == pytest.approx(-13.815511, abs=1e-5)
@@ -131,6 +135,7 @@ def test_mdd_uses_one_adversary_per_ordered_modality_pair():
 
 
 # --- ISCA -----------------------------------------------------------------------------------------
+
 
 def test_isca_covariance_penalty_is_zero_for_whitened_components():
     white = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
@@ -152,6 +157,7 @@ def test_isca_linear_map_in_the_model_equals_q_on_the_pooled_embedding():
 
 
 # --- adversarial signs ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ADVERSARIAL)
 def test_method_modules_descend_and_features_ascend_the_alignment_term(name):
@@ -182,6 +188,7 @@ def test_method_modules_descend_and_features_ascend_the_alignment_term(name):
 
 # --- training on the embedded data ----------------------------------------------------------------
 
+
 def train_epochs(name: str, epochs: int = 3) -> list[float]:
     from uml_fed.data import load_institutions
     from uml_fed.evaluation import split_tensors
@@ -193,10 +200,14 @@ def train_epochs(name: str, epochs: int = 3) -> list[float]:
     model = UMLModel({i.name: i.in_channels for i in institutions}, len(institutions[0].classes), cfg.model)
     method = build_method(cfg.method, model)
     optimizer = make_optimizer(torch.nn.ModuleList([model, method]), cfg.train.lr, cfg.train.weight_decay)
-    streams = {i.name: BatchStream(*split_tensors(i, "train"), cfg.train.batch_size, seeded_generator(cfg.seed, i.name))
-               for i in institutions}
-    return [train_one_epoch(model, streams, optimizer, method=method, progress=(e / epochs, (e + 1) / epochs))["loss"]
-            for e in range(epochs)]
+    streams = {
+        i.name: BatchStream(*split_tensors(i, "train"), cfg.train.batch_size, seeded_generator(cfg.seed, i.name))
+        for i in institutions
+    }
+    return [
+        train_one_epoch(model, streams, optimizer, method=method, progress=(e / epochs, (e + 1) / epochs))["loss"]
+        for e in range(epochs)
+    ]
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -207,6 +218,7 @@ def test_every_baseline_lowers_its_training_loss_and_is_deterministic(name):
 
 
 # --- configuration --------------------------------------------------------------------------------
+
 
 def test_unknown_method_names_are_refused():
     with pytest.raises(ConfigError, match=r"method\.name='dnn'.*choose one of"):
@@ -225,12 +237,15 @@ def test_baselines_need_separate_encoders_and_isca_its_linear_maps():
         build_method(MethodConfig(name="mcc"), one)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("method.mcc_temperature=0", "method.mcc_temperature"),
-    ("method.align_weight=-1", "method.align_weight"),
-    ("method.disc_hidden=0", "method.disc_hidden"),
-    ("model.shared_components=4", "model.shared_components"),  # with projection_blocks=2
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("method.mcc_temperature=0", "method.mcc_temperature"),
+        ("method.align_weight=-1", "method.align_weight"),
+        ("method.disc_hidden=0", "method.disc_hidden"),
+        ("model.shared_components=4", "model.shared_components"),  # with projection_blocks=2
+    ],
+)
 def test_invalid_coefficients_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config([override])
@@ -258,10 +273,13 @@ def test_table4_and_table3_arms():
     table4 = EXPERIMENTS["table4"].arms(cfg, "cpu")
     assert [a.series for a in table4] == ["unimodal", "dann", "cdan", "mcc", "mdd", "uml"]
     assert all(a.overrides == (f"method={a.series}",) for a in table4[1:-1])
-    assert ("isca", "uml", ("method=isca",)) in [(a.series, a.method, a.overrides) for a in EXPERIMENTS["table3"].arms(cfg, "cpu")]
+    assert ("isca", "uml", ("method=isca",)) in [
+        (a.series, a.method, a.overrides) for a in EXPERIMENTS["table3"].arms(cfg, "cpu")
+    ]
 
 
 # --- one full run ---------------------------------------------------------------------------------
+
 
 def test_isca_run_reports_its_arm_and_its_checkpoint_reproduces_the_accuracy(tmp_path):
     from uml_fed.centralized import run_centralized

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_overrides
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from uml_fed.config import ConfigError, from_run_config, load_config
 from uml_fed.federated import records
@@ -30,9 +30,13 @@ class OneNodeGrid:
         return [7]
 
     def push_messages(self, messages):
-        self.replies = [Message(RecordDict({"info": ConfigRecord({"institution": "s1", "modality": "s1",
-                                                                   "classes": ["a", "b"]})}), reply_to=m)
-                        for m in messages]
+        self.replies = [
+            Message(
+                RecordDict({"info": ConfigRecord({"institution": "s1", "modality": "s1", "classes": ["a", "b"]})}),
+                reply_to=m,
+            )
+            for m in messages
+        ]
         return [r.metadata.reply_to_message_id for r in self.replies]
 
     def pull_messages(self, ids):
@@ -44,8 +48,11 @@ def test_a_missing_institution_ends_the_handshake_at_once_naming_it():
     import time
 
     tic = time.monotonic()
-    with pytest.raises(RunFailed, match=r"institution s2: did not answer the handshake within "
-                                        r"fed.handshake_timeout=1 s .*missing: \['s2'\]"):
+    with pytest.raises(
+        RunFailed,
+        match=r"institution s2: did not answer the handshake within "
+        r"fed.handshake_timeout=1 s .*missing: \['s2'\]",
+    ):
         handshake(OneNodeGrid(), cfg, ["s1", "s2"])
     assert time.monotonic() - tic < 10
     lenient = from_run_config({"overrides": TINY_RUN["overrides"] + " fed.handshake_timeout=1 fed.min_nodes=1"})
@@ -56,9 +63,14 @@ def test_a_missing_institution_ends_the_handshake_at_once_naming_it():
 def test_config_errors_name_their_key_before_any_data_is_loaded():
     from uml_fed.federated.runtime import server_config
 
-    for overrides, key in (("fed.strategy=fedsgd", "fed.strategy"), ("train.lr=0", "train.lr"),
-                           ("fed.weighting=size", "fed.weighting"), ("fed.proximal_mu=0.1", "fed.proximal_mu"),
-                           ("fed.round_timeout=0", "fed.round_timeout"), ("train.precision=fp8", "train.precision")):
+    for overrides, key in (
+        ("fed.strategy=fedsgd", "fed.strategy"),
+        ("train.lr=0", "train.lr"),
+        ("fed.weighting=size", "fed.weighting"),
+        ("fed.proximal_mu=0.1", "fed.proximal_mu"),
+        ("fed.round_timeout=0", "fed.round_timeout"),
+        ("train.precision=fp8", "train.precision"),
+    ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             server_config({"overrides": f"{TINY_RUN['overrides']} {overrides} data=eurosat_s1_rgb data.root=/nowhere"})
 
@@ -70,8 +82,9 @@ def test_error_reasons_are_one_line():
 
 def _reply(institution_time: float, node: int) -> Message:
     request = Message(content=RecordDict(), dst_node_id=node, message_type="train")
-    metrics = MetricRecord({"train-loss": 0.5, "train-acc": 0.8, "arrived-val-acc": 0.7,
-                            "train-time-s": institution_time})
+    metrics = MetricRecord(
+        {"train-loss": 0.5, "train-acc": 0.8, "arrived-val-acc": 0.7, "train-time-s": institution_time}
+    )
     return Message(RecordDict({"metrics": metrics}), reply_to=request)
 
 
@@ -122,10 +135,13 @@ def test_make_certs_writes_where_uml_fed_certs_says(tmp_path):
     from uml_fed.federated.launch import APP_DIR
 
     env = {**os.environ, "UML_FED_CERTS": str(tmp_path / "certs")}
-    proc = subprocess.run(["bash", str(APP_DIR / "deploy" / "make-certs.sh"), "s1"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(APP_DIR / "deploy" / "make-certs.sh"), "s1"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
-    assert {"ca.crt", "server.pem", "supernode-s1", "supernode-s1.pub"} <= {p.name for p in (tmp_path / "certs").iterdir()}
+    assert {"ca.crt", "server.pem", "supernode-s1", "supernode-s1.pub"} <= {
+        p.name for p in (tmp_path / "certs").iterdir()
+    }
 
 
 def test_float16_on_the_wire_halves_the_bytes_and_aggregates_in_float32():
@@ -141,8 +157,9 @@ def test_float16_on_the_wire_halves_the_bytes_and_aggregates_in_float32():
     def reply(value: float, node: int) -> Message:
         request = Message(content=RecordDict(), dst_node_id=node, message_type="train")
         arrays = records.to_record(OrderedDict(w=torch.full((3,), value)), "float16")
-        return Message(records.train_reply(arrays, MetricRecord({"uniform-weight": 1, "num-examples": 1})),
-                       reply_to=request)
+        return Message(
+            records.train_reply(arrays, MetricRecord({"uniform-weight": 1, "num-examples": 1})), reply_to=request
+        )
 
     agg = Aggregator(cfg, {"a": "a", "b": "b"})
     names = {1: "a", 2: "b"}

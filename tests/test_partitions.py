@@ -60,15 +60,25 @@ def test_default_synthetic_data_is_bit_identical_to_before_institutions():
     train = {i.name: hashlib.sha1(i.split("train").images.tobytes()).hexdigest() for i in insts}
     assert train == {"s1": "9179945a16930d31c9f8561ffef59dc82d13b625", "s2": "bfaffe5138944193976c4001e862bb9b0133533a"}
     assert digest(insts) == "17817a716bcf96afc6049645a0093c81da7e9e48"
-    per_band = load_config(["data=synthetic_per_band", "data.train_per_class=10", "data.val_per_class=5", "data.test_per_class=10"])
+    per_band = load_config(
+        ["data=synthetic_per_band", "data.train_per_class=10", "data.val_per_class=5", "data.test_per_class=10"]
+    )
     assert digest(load_institutions(per_band)) == "c63774d9d07249561fb8b8d1667854072eff060c"
-    objects = ["data.modalities=[s1,objects]", "data.train_per_class=10", "data.val_per_class=5", "data.test_per_class=10"]
+    objects = [
+        "data.modalities=[s1,objects]",
+        "data.train_per_class=10",
+        "data.val_per_class=5",
+        "data.test_per_class=10",
+    ]
     assert digest(load_institutions(load_config(objects))) == "a5bbcae8d8aa23bcc2af505f96453cb2359f61fd"
 
 
 def test_default_institutions_are_one_per_modality():
     specs = institution_specs(load_config([]))
-    assert [(s.name, s.modality, s.sensor, s.part, s.parts) for s in specs] == [("s1", "s1", "s1", -1, 1), ("s2", "s2", "s2", -1, 1)]
+    assert [(s.name, s.modality, s.sensor, s.part, s.parts) for s in specs] == [
+        ("s1", "s1", "s1", -1, 1),
+        ("s2", "s2", "s2", -1, 1),
+    ]
     assert institution_names(load_config(["data=synthetic_per_band"]))[:3] == ["s1_VV", "s1_VH", "s2_B02"]
 
 
@@ -196,7 +206,9 @@ def sen(tmp_path_factory):
 
 
 def real(source: str, info: dict, cache: Path, **kw) -> DataConfig:
-    base = dict(source=source, root=info["root"], cache_dir=str(cache), train_per_class=3, val_per_class=3, test_per_class=3)
+    base = dict(
+        source=source, root=info["root"], cache_dir=str(cache), train_per_class=3, val_per_class=3, test_per_class=3
+    )
     return DataConfig(**(base | kw))
 
 
@@ -206,14 +218,18 @@ def test_bigearthnet_v2_natural_partition_by_country(ben2, tmp_path):
     assert [i.name for i in insts] == ["s1_0", "s1_1", "s1_2", "s2_0", "s2_1", "s2_2"]
     countries = [{ben2["meta"][sid]["country"] for sid in ids_of(i)} for i in insts]
     assert countries == [{"Austria"}, {"Finland"}, {"Portugal"}] * 2
-    assert all(i.split("train").meta["country"] == [ben2["meta"][s]["country"] for s in i.split("train").ids] for i in insts)
+    assert all(
+        i.split("train").meta["country"] == [ben2["meta"][s]["country"] for s in i.split("train").ids] for i in insts
+    )
     assert_disjoint(insts)  # across institutions AND sensors: unpaired
     # the parts of a modality are exactly the scenes the unpartitioned institution of that modality gets
     whole = {i.name: i for i in load_real(real("bigearthnet_v2", ben2, tmp_path, classes=BEN3), seed=0)}
     for m in ("s1", "s2"):
         for s in SPLITS:
             assert set().union(*(ids_of(i, s) for i in insts if i.modality == m)) == ids_of(whole[m], s)
-    (alone,) = load_real(real("bigearthnet_v2", ben2, tmp_path / "node", classes=BEN3, partition=part), seed=0, only="s1_2")
+    (alone,) = load_real(
+        real("bigearthnet_v2", ben2, tmp_path / "node", classes=BEN3, partition=part), seed=0, only="s1_2"
+    )
     assert scene_ids([alone]) == {"s1_2": ids_of(insts[2])}
 
 
@@ -228,7 +244,12 @@ def test_real_dirichlet_partition_reproducible_for_a_seed(ben2, tmp_path):
 
 def test_sen12ms_natural_partition_by_roi(sen, tmp_path):
     part = PartitionConfig(institutions=2, method="natural", column="roi")
-    insts = load_real(real("sen12ms", sen, tmp_path, classes=SEN3, train_per_class=3, val_per_class=1, test_per_class=1, partition=part), seed=0)
+    insts = load_real(
+        real(
+            "sen12ms", sen, tmp_path, classes=SEN3, train_per_class=3, val_per_class=1, test_per_class=1, partition=part
+        ),
+        seed=0,
+    )
     rois = [{sen["meta"][sid]["roi"] for sid in ids_of(i)} for i in insts]
     assert not rois[0] & rois[1] and not rois[2] & rois[3]  # the ROIs of one sensor's pool are split, not shared
     assert_disjoint(insts)
@@ -236,7 +257,9 @@ def test_sen12ms_natural_partition_by_roi(sen, tmp_path):
 
 def test_explicit_real_institutions_of_one_sensor_get_disjoint_scenes(sen, tmp_path):
     insts = [InstitutionConfig("a", "s2"), InstitutionConfig("b", "s2"), InstitutionConfig("c", "s1")]
-    cfg = real("sen12ms", sen, tmp_path, classes=SEN3, train_per_class=2, val_per_class=1, test_per_class=1, institutions=insts)
+    cfg = real(
+        "sen12ms", sen, tmp_path, classes=SEN3, train_per_class=2, val_per_class=1, test_per_class=1, institutions=insts
+    )
     loaded = load_real(cfg, seed=0)
     assert [(i.name, i.modality) for i in loaded] == [("a", "s2"), ("b", "s2"), ("c", "s1")]
     assert_disjoint(loaded)
@@ -271,11 +294,19 @@ def test_config_errors_name_the_key_and_the_remedy(overrides, match):
     "overrides, match",
     [
         (["data.institutions=[{name:a,modality:sentinel3}]"], r"unknown modality 'sentinel3'"),
-        (["data.institutions=[{name:a,modality:s2,bands:[B02]},{name:b,modality:s2,bands:[B03]}]"], r"hold different bands"),
+        (
+            ["data.institutions=[{name:a,modality:s2,bands:[B02]},{name:b,modality:s2,bands:[B03]}]"],
+            r"hold different bands",
+        ),
         (["data.institutions=[{name:a,modality:s2,bands:[B13]}]"], r"'B13' is not a band of synthetic sensor 's2'"),
-        (["data.partition.institutions=2", "+data.sizes.s1_0.train_per_class=5"], r"data.sizes names \['s1_0'\].*data.sizes.<modality>"),
-        (["data.partition.institutions=2", "data.partition.method=natural", "data.partition.column=country"],
-         r"data.partition.column='country' is not scene metadata of synthetic \(\['region'\]\)"),
+        (
+            ["data.partition.institutions=2", "+data.sizes.s1_0.train_per_class=5"],
+            r"data.sizes names \['s1_0'\].*data.sizes.<modality>",
+        ),
+        (
+            ["data.partition.institutions=2", "data.partition.method=natural", "data.partition.column=country"],
+            r"data.partition.column='country' is not scene metadata of synthetic \(\['region'\]\)",
+        ),
     ],
 )
 def test_data_errors_before_any_io(overrides, match):
@@ -298,5 +329,7 @@ def test_partition_errors_name_the_institution_and_the_remedy():
     with pytest.raises(DataError, match=r"institution 's1_\d' gets no .* samples .*raise data.partition.alpha"):
         load_institutions(parted("dirichlet", *tiny, "data.partition.alpha=0.05", k=4))
     with pytest.warns(UserWarning, match="min_partition_size"):
-        with pytest.raises(DataError, match=r"cannot split the s1 pool of 18 samples into 3 institutions.*raise data.partition.alpha"):
+        with pytest.raises(
+            DataError, match=r"cannot split the s1 pool of 18 samples into 3 institutions.*raise data.partition.alpha"
+        ):
             load_institutions(parted("dirichlet", *tiny, "data.partition.alpha=0.05", "data.partition.min_size=7"))

@@ -52,8 +52,13 @@ def _simulate(run_config, replies, fail=None, nodes=2, sent=None):
 
     def with_config(handler):
         def wrapped(msg, context):
-            view = Context(run_id=context.run_id, node_id=context.node_id, node_config=context.node_config,
-                           state=context.state, run_config=run_config)  # same state object: updates persist
+            view = Context(
+                run_id=context.run_id,
+                node_id=context.node_id,
+                node_config=context.node_config,
+                state=context.state,
+                run_config=run_config,
+            )  # same state object: updates persist
             if fail is not None:
                 fail(msg, view)
             return handler(msg, view)
@@ -125,8 +130,11 @@ def test_flwr_run_cli_on_a_tiny_config(tmp_path):
 
 
 def _s2_crashes_in_round_2(msg, context):
-    if (msg.metadata.message_type == "train" and context.node_config["partition-id"] == 1
-            and msg.content["config"]["server-round"] == 2):
+    if (
+        msg.metadata.message_type == "train"
+        and context.node_config["partition-id"] == 1
+        and msg.content["config"]["server-round"] == 2
+    ):
         raise RuntimeError("disk full at institution s2")
 
 
@@ -136,8 +144,12 @@ def test_a_client_that_raises_ends_the_run_naming_it(tmp_path):
     results.json that says which institution and why."""
     from uml_fed.federated.federation import RunFailed
 
-    run_config = {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 3,
-                  "output-dir": str(tmp_path / "run")}
+    run_config = {
+        "overrides": " ".join(tiny_overrides()),
+        "local-epochs": 1,
+        "total-epochs": 3,
+        "output-dir": str(tmp_path / "run"),
+    }
     with pytest.raises(RunFailed, match="institution s2: round 2: .*disk full at institution s2"):
         _simulate(run_config, [], fail=_s2_crashes_in_round_2)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -148,8 +160,12 @@ def test_a_client_that_raises_ends_the_run_naming_it(tmp_path):
 
 @pytest.mark.slow
 def test_with_min_nodes_1_a_raising_client_is_recorded_and_the_run_goes_on(tmp_path):
-    run_config = {"overrides": " ".join(tiny_overrides("fed.min_nodes=1")), "local-epochs": 1, "total-epochs": 3,
-                  "output-dir": str(tmp_path / "run")}
+    run_config = {
+        "overrides": " ".join(tiny_overrides("fed.min_nodes=1")),
+        "local-epochs": 1,
+        "total-epochs": 3,
+        "output-dir": str(tmp_path / "run"),
+    }
     _simulate(run_config, [], fail=_s2_crashes_in_round_2)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "finished" and set(results["modalities"]) == {"s1", "s2"}
@@ -193,15 +209,26 @@ def test_four_institutions_two_per_sensor_share_projections_within_their_sensor_
     """K = 4 (2 sensors x 2 institutions, Dirichlet partitions): the backbone is averaged over all four
     with each sensor weighing the same, each sensor's projections are averaged among its institutions,
     and no message to an institution ever carries another sensor's projection."""
-    overrides = tiny_overrides("data.partition.institutions=2", "data.partition.method=dirichlet",
-                               "data.partition.alpha=1.0", "fed.weighting=modality", "fed.projection_sharing=modality")
-    run_config = {"overrides": " ".join(overrides), "local-epochs": 1, "total-epochs": 2,
-                  "output-dir": str(tmp_path / "run")}
+    overrides = tiny_overrides(
+        "data.partition.institutions=2",
+        "data.partition.method=dirichlet",
+        "data.partition.alpha=1.0",
+        "fed.weighting=modality",
+        "fed.projection_sharing=modality",
+    )
+    run_config = {
+        "overrides": " ".join(overrides),
+        "local-epochs": 1,
+        "total-epochs": 2,
+        "output-dir": str(tmp_path / "run"),
+    }
     replies, sent = [], []
     _simulate(run_config, replies, nodes=4, sent=sent)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "finished" and set(results["modalities"]) == {"s1_0", "s1_1", "s2_0", "s2_1"}
-    describe = {r.metadata.src_node_id: dict(r.content["info"]) for r in replies if r.metadata.message_type == "query.describe"}
+    describe = {
+        r.metadata.src_node_id: dict(r.content["info"]) for r in replies if r.metadata.message_type == "query.describe"
+    }
     modality = {node: info["modality"] for node, info in describe.items()}
     assert sorted(modality.values()) == ["s1", "s1", "s2", "s2"]
     trains = [m for m in sent if m.metadata.message_type == "train"]
@@ -216,7 +243,7 @@ def test_four_institutions_two_per_sensor_share_projections_within_their_sensor_
         stem = m.content["projection"]["stem.0.weight"].numpy()
         assert stem.shape == first_stem[mod]  # its own sensor's projection, never the other's
         received[mod].append(stem)
-    for mod, stems in received.items():  # both institutions of a sensor receive the same average
+    for stems in received.values():  # both institutions of a sensor receive the same average
         assert len(stems) == 2 and (stems[0] == stems[1]).all()
     for m in (r for r in replies if r.metadata.message_type == "train"):
         assert dict(m.content["metrics"])["modality-weight"] == 0.5

@@ -108,7 +108,9 @@ def test_parcel_geometry_shows_in_both_sensors():
         for i in range(len(seg)):
             means = [img[i][seg[i] == p].mean() for p in np.unique(seg[i])]
             between.append(np.std(means))
-            within.append(np.mean([img[i][seg[i] == p].std() / np.sqrt((seg[i] == p).sum()) for p in np.unique(seg[i])]))
+            within.append(
+                np.mean([img[i][seg[i] == p].std() / np.sqrt((seg[i] == p).sum()) for p in np.unique(seg[i])])
+            )
         assert np.mean(between) > 3 * np.mean(within)  # parcel means differ far beyond their noise
 
 

@@ -72,8 +72,14 @@ def fit(
         lr = lr_at(t, epoch)
         set_lr(optimizer, lr)
         tic = time.perf_counter()
-        metrics = train_one_epoch(model, streams, optimizer, where=f"({phase}, epoch {epoch})", method=method,
-                                  progress=(epoch / t.epochs, (epoch + 1) / t.epochs))
+        metrics = train_one_epoch(
+            model,
+            streams,
+            optimizer,
+            where=f"({phase}, epoch {epoch})",
+            method=method,
+            progress=(epoch / t.epochs, (epoch + 1) / t.epochs),
+        )
         train_s = time.perf_counter() - tic
         row: dict[str, Any] = {"phase": phase, "epoch": epoch, "lr": lr, "train_s": train_s, **metrics}
         for m in model.modalities:
@@ -106,8 +112,15 @@ def _prepare(cfg: Config, institutions: list[Institution] | None) -> tuple[torch
 
 
 def _train_and_evaluate(
-    arm: str, model: UMLModel, institutions: list[Institution], cfg: Config, device: torch.device, run: RunDir,
-    results: dict[str, Any], method: Method | None = None, members: dict[str, list[Institution]] | None = None,
+    arm: str,
+    model: UMLModel,
+    institutions: list[Institution],
+    cfg: Config,
+    device: torch.device,
+    run: RunDir,
+    results: dict[str, Any],
+    method: Method | None = None,
+    members: dict[str, list[Institution]] | None = None,
 ) -> None:
     """Fit ``model``, then calibrate + evaluate every selected model into ``results``: on the institution
     it was trained on, or (``members``: pooled training) on each institution of the pool, calibrated on
@@ -117,8 +130,13 @@ def _train_and_evaluate(
     for trained in institutions:
         for inst in (members or {}).get(trained.name, [trained]):
             r = calibrate_and_evaluate(
-                selected[trained.name], inst, cfg, device, seeded_generator(cfg.seed, "calibrate", arm, inst.name),
-                checkpoint=run.checkpoint_path(f"{arm}_{inst.name}"), model_cfg=model.cfg,
+                selected[trained.name],
+                inst,
+                cfg,
+                device,
+                seeded_generator(cfg.seed, "calibrate", arm, inst.name),
+                checkpoint=run.checkpoint_path(f"{arm}_{inst.name}"),
+                model_cfg=model.cfg,
             )
             results.setdefault("calibration_s", {})[f"{arm}/{inst.name}"] = r.pop("calibration_s")
             results["modalities"].setdefault(inst.name, {})[arm] = {**r, "selected_epoch": epochs[trained.name]}
@@ -128,9 +146,11 @@ def pool(institutions: list[Institution], name: str) -> Institution:
     """One institution holding the samples of ``institutions`` (same sensor and bands), split by split."""
     first = institutions[0]
     splits = {
-        s: Split(np.concatenate([i.split(s).images for i in institutions]),
-                 np.concatenate([i.split(s).labels for i in institutions]),
-                 [sid for i in institutions for sid in i.split(s).ids])
+        s: Split(
+            np.concatenate([i.split(s).images for i in institutions]),
+            np.concatenate([i.split(s).labels for i in institutions]),
+            [sid for i in institutions for sid in i.split(s).ids],
+        )
         for s in first.splits
     }
     return Institution(name=name, bands=first.bands, classes=first.classes, splits=splits, source=first.source)
@@ -165,14 +185,29 @@ def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, 
     model = UMLModel({i.name: i.in_channels for i in trained}, len(institutions[0].classes), cfg.model)
     method = build_method(cfg.method, model)
     model.to(device).set_compute(compute_for(cfg.train, device), cfg.train.compile)
-    _train_and_evaluate(method.name, model, trained, cfg, device, run, results, method,
-                        {t.name: members[t.name] for t in trained} if members else None)
+    _train_and_evaluate(
+        method.name,
+        model,
+        trained,
+        cfg,
+        device,
+        run,
+        results,
+        method,
+        {t.name: members[t.name] for t in trained} if members else None,
+    )
     results["method"] = method.name
     results[f"{method.name}_s"] = time.perf_counter() - tic
 
 
-def unimodal_arm(cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict,
-                 arm: str = "unimodal") -> None:
+def unimodal_arm(
+    cfg: Config,
+    institutions: list[Institution],
+    device: torch.device,
+    run: RunDir,
+    results: dict,
+    arm: str = "unimodal",
+) -> None:
     """One ResNet-18 per institution, all blocks private, same schedule and selection.
 
     ``train.unimodal_bn``: ``ordinary`` (Table 7: running statistics, no calibration) or ``calibrated``

@@ -14,8 +14,8 @@ Hydra overrides and ``--multirun`` work as usual, e.g.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 USAGE = __doc__
 

@@ -9,9 +9,10 @@ line override fails loudly.  Flower's flat run config is bridged into the same s
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -39,7 +40,9 @@ class InstitutionConfig:
 
 @dataclass
 class PartitionConfig:
-    institutions: int = 1  # institutions per modality, >= 1: each modality's pool split among this many (<modality>_<i>); 1 = none
+    institutions: int = (
+        1  # institutions per modality, >= 1: each modality's pool split among this many (<modality>_<i>); 1 = none
+    )
     method: str = "iid"  # iid (seeded shuffle, equal parts) | dirichlet (label skew, alpha) | natural (by the column)
     alpha: float = 0.5  # dirichlet concentration, > 0: small = each institution dominated by few classes
     column: str = "region"  # natural: scene metadata (synthetic region | bigearthnet_v2 country | bigearthnet_v1 tile | sen12ms roi)
@@ -51,16 +54,24 @@ class DataConfig:
     source: str = "synthetic"  # synthetic | bigearthnet_v1 | bigearthnet_v2 | sen12ms | eurosat | folder
     root: str | None = None  # dataset root on disk (real sources only); absolute path
     cache_dir: str | None = None  # decode-once cache (real sources); default <root>/.uml_fed_cache
-    modalities: list[str] = field(default_factory=lambda: ["s1", "s2"])  # sensors; one institution each (unless data.institutions/partition)
+    modalities: list[str] = field(
+        default_factory=lambda: ["s1", "s2"]
+    )  # sensors; one institution each (unless data.institutions/partition)
     bands: dict[str, list[str]] = field(default_factory=dict)  # band names per modality; empty = sensor default
     per_band: bool = False  # each band of each listed sensor becomes its own institution (paper Exp. 1)
     classes: list[str] = field(default_factory=list)  # class names; empty = the source's default list
     train_per_class: int = 100  # training samples per class and institution (paper low-data: 100)
     val_per_class: int = 30  # validation samples per class and institution
     test_per_class: int = 50  # test samples per class and institution
-    sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # per institution (or partitioned modality's pool): +data.sizes.s1.train_per_class=20 (unset = the above)
-    institutions: list[InstitutionConfig] = field(default_factory=list)  # explicit institutions; empty = derived from data.modalities
-    partition: PartitionConfig = field(default_factory=PartitionConfig)  # split each modality's pool among institutions (flwr-datasets)
+    sizes: dict[str, dict[str, int]] = field(
+        default_factory=dict
+    )  # per institution (or partitioned modality's pool): +data.sizes.s1.train_per_class=20 (unset = the above)
+    institutions: list[InstitutionConfig] = field(
+        default_factory=list
+    )  # explicit institutions; empty = derived from data.modalities
+    partition: PartitionConfig = field(
+        default_factory=PartitionConfig
+    )  # split each modality's pool among institutions (flwr-datasets)
     patch_size: int = 32  # synthetic patch side in pixels (BigEarthNet 120, SEN12MS 256, EuroSAT 64)
     paired: bool = False  # real archives: give all institutions the SAME scenes (paired reference only)
     normalization: str = "train"  # train = per-band stats of the institution's own train split | published
@@ -68,17 +79,23 @@ class DataConfig:
     skip_unreadable: bool = False  # real sources: skip unreadable patches with a warning (counted in reports)
     resize: int = 0  # real sources: resample every patch bilinearly to this side in pixels; 0 = native (folder: needed for mixed sizes)
     short_class: str = "raise"  # real sources, class too small for the split sizes: raise | shrink (that class's splits) | drop (the class)
-    igbp_scheme: str = "full"  # SEN12MS labels: full = 17 IGBP classes (the paper's 7 summer classes) | simplified = 10 classes
+    igbp_scheme: str = (
+        "full"  # SEN12MS labels: full = 17 IGBP classes (the paper's 7 summer classes) | simplified = 10 classes
+    )
     snr_scale: float = 1.0  # synthetic: multiplies the optical sensor noise (1 = nominal Sentinel-2 noise)
     enl: float = 4.4  # synthetic: equivalent number of looks of the SAR speckle (Sentinel-1 IW GRD ~4.4)
     mixing: float = 0.35  # synthetic: mean fraction of a scene covered by non-dominant land covers (0..0.6)
-    region_effect: float | None = None  # synthetic: strength of the regions' phenology/soil shift, >= 0; None = 1 for partitioned pools, else 0
+    region_effect: float | None = (
+        None  # synthetic: strength of the regions' phenology/soil shift, >= 0; None = 1 for partitioned pools, else 0
+    )
 
     def __post_init__(self) -> None:
         # a DataConfig rebuilt from plain data (dataclasses.asdict, JSON) gets its nested entries typed again
         if isinstance(self.partition, Mapping):
             self.partition = PartitionConfig(**self.partition)
-        self.institutions = [i if isinstance(i, InstitutionConfig) else InstitutionConfig(**i) for i in self.institutions]
+        self.institutions = [
+            i if isinstance(i, InstitutionConfig) else InstitutionConfig(**i) for i in self.institutions
+        ]
 
     def split_sizes(self, institution: str) -> tuple[int, int, int]:
         """(train, val, test) samples per class for one institution: ``sizes.<institution>`` or the defaults."""
@@ -113,7 +130,9 @@ class TrainConfig:
     channels_last: str = "auto"  # on | off | auto = on for a GPU (NHWC for tensor cores), off on the CPU
     compile: str = "off"  # torch.compile the projections and backbone: off | default | reduce-overhead | max-autotune
     run_unimodal: bool = True  # centralized command: also train the unimodal baselines for comparison
-    pool_institutions: bool = False  # centralized: pool the institutions of one sensor (one projection per sensor) instead of one each
+    pool_institutions: bool = (
+        False  # centralized: pool the institutions of one sensor (one projection per sensor) instead of one each
+    )
     unimodal_bn: str = "ordinary"  # unimodal baseline + paired reference: ordinary = running stats, no calibration (Table 7) | calibrated = static BN + Alg. 2
     progress: bool = True  # show progress bars
 
@@ -125,17 +144,27 @@ class FedConfig:
     strategy: str = "fedavg"  # fedavg | fedprox | fedavgm | fedadam | fedyogi | fedadagrad | fedmedian | fedtrimmedavg
     proximal_mu: float = 0.0  # FedProx mu (> 0 adds mu/2 ||theta - theta_global||^2 on the backbone)
     weighting: str = "uniform"  # uniform = 1/K per institution (paper) | num_examples (Flower's default) | modality = 1/M per modality
-    projection_sharing: str = "none"  # none = projections strictly private (paper) | modality = averaged among institutions of one modality
+    projection_sharing: str = (
+        "none"  # none = projections strictly private (paper) | modality = averaged among institutions of one modality
+    )
     keep_optimizer_state: bool = True  # clients keep AdamW moments across rounds (in their private state)
     fraction_train: float = 1.0  # fraction of institutions sampled per round (seeded)
-    min_nodes: int = 0  # 0 = every institution takes part in every round (a lost one is waited for); N = go on with >= N replies
+    min_nodes: int = (
+        0  # 0 = every institution takes part in every round (a lost one is waited for); N = go on with >= N replies
+    )
     handshake_timeout: float = 120.0  # seconds to wait for every institution to connect and describe itself
     round_timeout: float = 3600.0  # seconds the server waits for a round's replies
-    rejoin_timeout: float = 600.0  # min_nodes=0: seconds to wait for a lost institution to come back, then the run fails
+    rejoin_timeout: float = (
+        600.0  # min_nodes=0: seconds to wait for a lost institution to come back, then the run fails
+    )
     poll_interval: float = 0.1  # seconds between the server's pulls for replies
-    error_detail: str = "auto"  # what a failing client tells the server: full | type (error type + code) | auto = type when deployed
+    error_detail: str = (
+        "auto"  # what a failing client tells the server: full | type (error type + code) | auto = type when deployed
+    )
     tensorboard: bool = False  # per-round metrics to <run>/tensorboard (needs the tensorboard extra)
-    wire_dtype: str = "float32"  # backbone arrays on the wire: float32 | float16 (half the bytes; aggregation stays float32)
+    wire_dtype: str = (
+        "float32"  # backbone arrays on the wire: float32 | float16 (half the bytes; aggregation stays float32)
+    )
     sweep_local_epochs: list[int] = field(default_factory=lambda: [2, 5, 10, 25, 50])  # L values of a sweep
     client_cpus: int = 1  # Ray simulation: CPUs per client (whole CPUs)
     client_gpus: float = 0.0  # Ray simulation: GPUs per client (fractions share a GPU)
@@ -149,8 +178,12 @@ class MethodConfig:
     align_weight: float = 1.0  # weight of the alignment term added to the mean cross-entropy, >= 0 (tllib DANN/CDAN/MCC/MDD trade-off 1.0; ISCA lambda_dist 1.0)
     grl_max: float = 1.0  # DANN/CDAN/MDD: final gradient-reversal coefficient, >= 0 (1: DANN paper, tllib; mdd.yaml: 0.1, official MDD GRL high)
     grl_gamma: float = 10.0  # DANN/CDAN/MDD: GRL ramp lambda_p = grl_max (2 / (1 + exp(-grl_gamma p)) - 1), p = training progress, >= 0 (10: DANN paper)
-    disc_hidden: int = 1024  # DANN/CDAN: hidden width of the modality discriminator, >= 1 (tllib DomainDiscriminator 1024)
-    cdan_entropy: bool = False  # CDAN: True = CDAN+E entropy weighting; False = plain CDAN (the paper's Table 4 row names no variant)
+    disc_hidden: int = (
+        1024  # DANN/CDAN: hidden width of the modality discriminator, >= 1 (tllib DomainDiscriminator 1024)
+    )
+    cdan_entropy: bool = (
+        False  # CDAN: True = CDAN+E entropy weighting; False = plain CDAN (the paper's Table 4 row names no variant)
+    )
     cdan_randomized_dim: int = 1024  # CDAN: output size of the randomized multilinear map, used when features x classes > 4096, >= 1 (Long et al. 2018: 1024)
     mcc_temperature: float = 2.5  # MCC: softmax temperature, > 0 (Jin et al. 2020 and tllib default 2.5)
     mdd_margin: float = 4.0  # MDD: margin gamma, > 0 (Zhang et al. 2019 and tllib default 4)
@@ -162,7 +195,9 @@ class RunnerConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # `uml-fed experiment`: seeds of every arm
     root: str = "outputs/experiments"  # runs (runs/) and reports (<experiment>/<variant>/); relative = to the cwd
     report_root: str = ""  # where reports go instead (e.g. docs/results); "" = root. Runs always stay under root
-    scale: str = "cpu"  # cpu = embedded synthetic data, CPU-sized model/schedule | paper = a real archive, Table 7 (GPU)
+    scale: str = (
+        "cpu"  # cpu = embedded synthetic data, CPU-sized model/schedule | paper = a real archive, Table 7 (GPU)
+    )
     dataset: str = "bigearthnet"  # paper scale: bigearthnet | sen12ms | eurosat_s1_rgb (configs/experiment presets)
     parallel: int = 1  # federated runs (separate flwr processes) at once, e.g. the schedules of a sweep on a big GPU
 
@@ -235,16 +270,23 @@ def validate(cfg: Config) -> None:
     if m.shared_components < 0:
         raise ConfigError(f"model.shared_components={m.shared_components} must be >= 0 (0 = no linear map)")
     if m.shared_components and m.projection_blocks != 8:
-        raise ConfigError(f"model.shared_components={m.shared_components} maps the pooled per-modality embedding: "
-                          f"set model.projection_blocks=8 (got {m.projection_blocks}) or model.shared_components=0")
+        raise ConfigError(
+            f"model.shared_components={m.shared_components} maps the pooled per-modality embedding: "
+            f"set model.projection_blocks=8 (got {m.projection_blocks}) or model.shared_components=0"
+        )
     if m.shared_components > 8 * m.width:
-        raise ConfigError(f"model.shared_components={m.shared_components} exceeds the embedding size 8 * model.width = "
-                          f"{8 * m.width}; whitened components need at most that many")
+        raise ConfigError(
+            f"model.shared_components={m.shared_components} exceeds the embedding size 8 * model.width = "
+            f"{8 * m.width}; whitened components need at most that many"
+        )
     for key in ("epochs", "batch_size", "eval_batch_size", "bn_cal_batch_size", "lr_step"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
-    for key, allowed in (("precision", ("auto", "fp32", "bf16")), ("channels_last", ("auto", "on", "off")),
-                         ("compile", ("off", "default", "reduce-overhead", "max-autotune"))):
+    for key, allowed in (
+        ("precision", ("auto", "fp32", "bf16")),
+        ("channels_last", ("auto", "on", "off")),
+        ("compile", ("off", "default", "reduce-overhead", "max-autotune")),
+    ):
         if getattr(t, key) not in allowed:
             raise ConfigError(f"train.{key}={getattr(t, key)!r} must be one of {list(allowed)}")
     if t.unimodal_bn not in ("ordinary", "calibrated"):
@@ -253,9 +295,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.bn_cal_epochs={t.bn_cal_epochs} must be >= 0")
     if f.local_epochs < 1:
         raise ConfigError(f"fed.local_epochs={f.local_epochs} must be >= 1")
-    choices = {"strategy": STRATEGY_NAMES, "weighting": ("uniform", "num_examples", "modality"),
-               "projection_sharing": ("none", "modality"), "error_detail": ("auto", "full", "type"),
-               "wire_dtype": ("float32", "float16")}
+    choices = {
+        "strategy": STRATEGY_NAMES,
+        "weighting": ("uniform", "num_examples", "modality"),
+        "projection_sharing": ("none", "modality"),
+        "error_detail": ("auto", "full", "type"),
+        "wire_dtype": ("float32", "float16"),
+    }
     for key, allowed in choices.items():
         if getattr(f, key) not in allowed:
             raise ConfigError(f"fed.{key}={getattr(f, key)!r} must be one of {list(allowed)}")
@@ -269,8 +315,10 @@ def validate(cfg: Config) -> None:
     if f.min_nodes < 0:
         raise ConfigError(f"fed.min_nodes={f.min_nodes} must be >= 0 (0 = all institutions)")
     if t.lr <= 0 or t.weight_decay < 0 or not 0 < t.lr_gamma <= 1:
-        raise ConfigError(f"train.lr={t.lr}, train.weight_decay={t.weight_decay}, train.lr_gamma={t.lr_gamma}: "
-                          "need lr > 0, weight_decay >= 0, 0 < lr_gamma <= 1")
+        raise ConfigError(
+            f"train.lr={t.lr}, train.weight_decay={t.weight_decay}, train.lr_gamma={t.lr_gamma}: "
+            "need lr > 0, weight_decay >= 0, 0 < lr_gamma <= 1"
+        )
     if cfg.runner.scale not in ("cpu", "paper"):
         raise ConfigError(f"runner.scale={cfg.runner.scale!r} must be 'cpu' or 'paper'")
     if cfg.runner.dataset not in ("bigearthnet", "sen12ms", "eurosat_s1_rgb"):
@@ -324,14 +372,18 @@ def validate_data(d: DataConfig) -> None:
     names = [i.name for i in d.institutions]
     for k, inst in enumerate(d.institutions):
         if not inst.name or not inst.modality:
-            raise ConfigError(f"data.institutions[{k}] needs a name and a modality, got name={inst.name!r} modality={inst.modality!r}")
+            raise ConfigError(
+                f"data.institutions[{k}] needs a name and a modality, got name={inst.name!r} modality={inst.modality!r}"
+            )
         if names.count(inst.name) > 1:
             raise ConfigError(f"data.institutions names {inst.name!r} twice; institution names must be unique")
         if len(set(inst.bands)) != len(inst.bands):
             raise ConfigError(f"data.institutions[{k}].bands={list(inst.bands)} lists a band twice")
     p = d.partition
     if p.institutions < 1:
-        raise ConfigError(f"data.partition.institutions={p.institutions} must be >= 1 (institutions per modality; 1 = no partition)")
+        raise ConfigError(
+            f"data.partition.institutions={p.institutions} must be >= 1 (institutions per modality; 1 = no partition)"
+        )
     if p.method not in PARTITION_METHODS:
         raise ConfigError(f"data.partition.method={p.method!r} must be one of {', '.join(PARTITION_METHODS)}")
     if not p.alpha > 0:
@@ -349,7 +401,9 @@ def validate_data(d: DataConfig) -> None:
             "data.institutions list, give each band its own entry (bands=[B04]) instead"
         )
     if p.institutions > 1 and d.paired:
-        raise ConfigError("data.paired=true (the paired-data reference) cannot be partitioned; set data.partition.institutions=1")
+        raise ConfigError(
+            "data.paired=true (the paired-data reference) cannot be partitioned; set data.partition.institutions=1"
+        )
 
 
 def num_rounds(cfg: Config) -> int:
@@ -390,9 +444,18 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "tensorboard": "fed.tensorboard",
 }
 KEEP: dict[str, Any] = {
-    "local-epochs": 0, "num-server-rounds": 0, "total-epochs": 0, "min-nodes": 0, "round-timeout": 0,
-    "handshake-timeout": 0, "rejoin-timeout": 0, "tensorboard": False,
-    "fraction-train": 0, "proximal-mu": -1, "seed": -1, "num-threads": -1,
+    "local-epochs": 0,
+    "num-server-rounds": 0,
+    "total-epochs": 0,
+    "min-nodes": 0,
+    "round-timeout": 0,
+    "handshake-timeout": 0,
+    "rejoin-timeout": 0,
+    "tensorboard": False,
+    "fraction-train": 0,
+    "proximal-mu": -1,
+    "seed": -1,
+    "num-threads": -1,
 }
 
 

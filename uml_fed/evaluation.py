@@ -31,6 +31,7 @@ from .model import ModalityModel
 from .results import save_checkpoint
 from .train import evaluate
 
+
 def split_tensors(inst: Institution, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     s = inst.split(split)
     return torch.from_numpy(s.images), torch.from_numpy(s.labels)

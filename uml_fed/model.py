@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -98,9 +98,7 @@ class Projection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"projection expects N x {self.in_channels} x H x W input, got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"projection expects N x {self.in_channels} x H x W input, got shape {tuple(x.shape)}")
         return self.map(self.blocks(self.stem(x)))
 
 
@@ -212,7 +210,7 @@ class UMLModel(nn.Module):
         return self
 
 
-def backbone_state(model: UMLModel | ModalityModel | Backbone) -> "OrderedDict[str, torch.Tensor]":
+def backbone_state(model: UMLModel | ModalityModel | Backbone) -> OrderedDict[str, torch.Tensor]:
     """Exactly the shared state: the backbone's parameters (no BN statistics, no projection).
 
     The key set depends only on the model config and the class count, never on a modality's band
@@ -236,7 +234,7 @@ def load_backbone_state(model: UMLModel | ModalityModel | Backbone, state: dict[
             p.copy_(src)
 
 
-def private_state(model: UMLModel, modality: str) -> "OrderedDict[str, torch.Tensor]":
+def private_state(model: UMLModel, modality: str) -> OrderedDict[str, torch.Tensor]:
     """Everything of h_k that never leaves the institution: its projection (parameters and BN
     buffers) and, with ordinary BN, the backbone's running statistics -- the modality model's
     state minus :func:`backbone_state`."""
@@ -253,7 +251,7 @@ def load_private_state(model: UMLModel, modality: str, state: dict[str, torch.Te
         raise ValueError(f"private state of {modality!r}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
 
 
-def projection_state(model: UMLModel | ModalityModel, modality: str | None = None) -> "OrderedDict[str, torch.Tensor]":
+def projection_state(model: UMLModel | ModalityModel, modality: str | None = None) -> OrderedDict[str, torch.Tensor]:
     """A modality's private state (parameters and any BN buffers) -- never sent anywhere."""
     proj = model.projection if isinstance(model, ModalityModel) else model.projection(modality)
     return OrderedDict((k, v.detach()) for k, v in proj.state_dict().items())

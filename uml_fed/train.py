@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def compute_for(train: "TrainConfig", device: torch.device) -> Compute:
+def compute_for(train: TrainConfig, device: torch.device) -> Compute:
     """``train.precision`` / ``train.channels_last`` resolved for ``device`` (``auto``: the fast
     choices on a GPU, plain float32 NCHW on the CPU, where bf16 autocast is slower)."""
     gpu = device.type == "cuda"
@@ -131,7 +132,7 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     proximal: Proximal | None = None,
     where: str = "",
-    method: "Method | None" = None,
+    method: Method | None = None,
     progress: tuple[float, float] = (0.0, 1.0),
 ) -> dict[str, float]:
     """One epoch of Algorithm 1 (K modalities) or of local training (K = 1).
@@ -208,7 +209,7 @@ def evaluate(
     return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
 
 
-def lr_at(train: "TrainConfig", epoch: int) -> float:
+def lr_at(train: TrainConfig, epoch: int) -> float:
     """StepLR's learning rate at a 0-based global epoch (a centralized epoch, or a federated client's
     local epoch (r - 1) * L + l): ``lr * lr_gamma ** floor(epoch / lr_step)``."""
     return train.lr * train.lr_gamma ** math.floor(epoch / train.lr_step)

@@ -137,8 +137,9 @@ class LocalDeployment:
 
     def start(self) -> None:
         if not (self.tls and self.auth):
-            warnings.warn("LocalDeployment without TLS or SuperNode authentication: for quick local runs only",
-                          stacklevel=2)
+            warnings.warn(
+                "LocalDeployment without TLS or SuperNode authentication: for quick local runs only", stacklevel=2
+            )
         for d in (self.logs, self.home):
             d.mkdir(parents=True, exist_ok=True)
         if self.tls or self.auth:
@@ -185,8 +186,15 @@ class LocalDeployment:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as fh:
             offset = fh.tell()
-            proc = subprocess.Popen(cmd, env=self.env(home), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                env=self.env(home),
+                cwd=cwd,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         comp = Component(name, proc, log, offset)
         self.components[name] = comp
         self.sessions.append(proc.pid)
@@ -199,16 +207,23 @@ class LocalDeployment:
             if m:
                 return m
             if comp.proc.poll() is not None:
-                raise DeploymentError(f"{comp.name} exited with {comp.proc.returncode}; see {comp.log}:\n"
-                                      f"{comp.log_text()[-2000:]}")
+                raise DeploymentError(
+                    f"{comp.name} exited with {comp.proc.returncode}; see {comp.log}:\n{comp.log_text()[-2000:]}"
+                )
             time.sleep(0.2)
         raise DeploymentError(f"{comp.name}: no {pattern!r} within {timeout:.0f} s; see {comp.log}")
 
     def superlink_command(self) -> list[str]:
         cmd = [_bin("flower-superlink"), "--port", str(self.port), "--disable-runtime-dependency-installation"]
         if self.tls:
-            cmd += ["--ssl-ca-certfile", str(self.certs / "ca.crt"), "--ssl-certfile", str(self.certs / "server.pem"),
-                    "--ssl-keyfile", str(self.certs / "server.key")]
+            cmd += [
+                "--ssl-ca-certfile",
+                str(self.certs / "ca.crt"),
+                "--ssl-certfile",
+                str(self.certs / "server.pem"),
+                "--ssl-keyfile",
+                str(self.certs / "server.key"),
+            ]
         else:
             cmd += ["--insecure"]
         if self.auth:
@@ -227,8 +242,13 @@ class LocalDeployment:
 
     def write_connection(self) -> Path:
         """The SuperLink connection ``flwr`` uses (Flower 1.42 ``$FLWR_HOME/config.toml``)."""
-        lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-                 f'address = "127.0.0.1:{self.port}"']
+        lines = [
+            "[superlink]",
+            f'default = "{CONNECTION}"',
+            "",
+            f"[superlink.{CONNECTION}]",
+            f'address = "127.0.0.1:{self.port}"',
+        ]
         lines.append(f'root-certificates = "{self.certs / "ca.crt"}"' if self.tls else "insecure = true")
         path = self.home / "config.toml"
         path.write_text("\n".join(lines) + "\n")
@@ -236,15 +256,30 @@ class LocalDeployment:
 
     def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """A ``flwr`` CLI call against this deployment's SuperLink."""
-        return subprocess.run([_bin("flwr"), *args], check=False, env=self.env(self.home), cwd=self.workdir,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [_bin("flwr"), *args],
+            check=False,
+            env=self.env(self.home),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def register(self, name: str) -> int:
         """``flwr supernode register`` the public key of ``name``; returns its node id."""
-        res = self.flwr("supernode", "register", str(self.certs / f"supernode-{name}.pub"), CONNECTION,
-                        "--name", name, "--format", "json")
+        res = self.flwr(
+            "supernode",
+            "register",
+            str(self.certs / f"supernode-{name}.pub"),
+            CONNECTION,
+            "--name",
+            name,
+            "--format",
+            "json",
+        )
         try:
-            return int(json.loads(res.stdout[res.stdout.index("{"):])["node-id"])
+            return int(json.loads(res.stdout[res.stdout.index("{") :])["node-id"])
         except (ValueError, KeyError) as err:
             raise DeploymentError(f"registering {name} failed: {res.stdout}{res.stderr}") from err
 
@@ -252,8 +287,15 @@ class LocalDeployment:
         node_config = f'institution="{institution}" output-dir="{self.workdir / "nodes" / name}"'
         if self.data_paths.get(institution):
             node_config += f' data-path="{self.data_paths[institution]}"'
-        cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
-               "--node-config", node_config]
+        cmd = [
+            _bin("flower-supernode"),
+            "--superlink",
+            f"127.0.0.1:{self.port}",
+            "--port",
+            str(free_port()),
+            "--node-config",
+            node_config,
+        ]
         cmd += ["--root-certificates", str(self.certs / "ca.crt")] if self.tls else ["--insecure"]
         if self.auth:
             cmd += ["--auth-supernode-private-key", str(self.certs / f"supernode-{key or name}")]
@@ -302,7 +344,7 @@ class LocalDeployment:
         """``flwr supernode list`` as dicts (node id, status, ...)."""
         res = self.flwr("supernode", "list", CONNECTION, "--format", "json")
         try:
-            data = json.loads(res.stdout[res.stdout.index("{"):])
+            data = json.loads(res.stdout[res.stdout.index("{") :])
         except ValueError as err:
             raise DeploymentError(f"flwr supernode list failed: {res.stdout}{res.stderr}") from err
         return list(data.get("nodes", []))
@@ -323,8 +365,15 @@ class LocalDeployment:
         cmd = [_bin("flwr"), "run", str(self.app_dir), CONNECTION, "--stream", "--run-config", str(rc_file)]
         tic = time.perf_counter()
         lines: list[str] = []
-        proc = subprocess.Popen(cmd, env=self.env(self.home), cwd=self.workdir, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=self.env(self.home),
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.sessions.append(proc.pid)
         try:
             assert proc.stdout is not None

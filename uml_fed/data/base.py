@@ -27,7 +27,9 @@ class InstitutionSpec:
     """Who an institution is and what it holds, known from the config alone (no pixels read)."""
 
     name: str  # unique; what a deployed node's config names (node config `institution`)
-    modality: str  # same modality = same bands = same projection shape: the sensor (s1, s2, rgb, ...) or <sensor>_<band>
+    modality: (
+        str  # same modality = same bands = same projection shape: the sensor (s1, s2, rgb, ...) or <sensor>_<band>
+    )
     sensor: str  # the source's sensor key whose files it reads
     bands: tuple[str, ...]
     part: int = -1  # index of its part of its modality's pool (data.partition); -1 = not partitioned
@@ -39,7 +41,9 @@ class Split:
     images: np.ndarray  # float32 N x C x H x W
     labels: np.ndarray  # int64 N
     ids: list[str] = field(default_factory=list)  # scene / patch ids (for the unpaired check and reports)
-    meta: dict[str, list[str]] = field(default_factory=dict)  # per-sample scene metadata (column -> N values), e.g. region, country
+    meta: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # per-sample scene metadata (column -> N values), e.g. region, country
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -130,7 +134,9 @@ def check_institution(inst: Institution, expected_bands: int | None = None) -> N
         if len(s) == 0:
             raise DataError(f"institution {inst.name!r}: the {name!r} split is empty")
         if s.images.ndim != 4:
-            raise DataError(f"institution {inst.name!r} {name}: images must be N x C x H x W, got shape {s.images.shape}")
+            raise DataError(
+                f"institution {inst.name!r} {name}: images must be N x C x H x W, got shape {s.images.shape}"
+            )
         if s.images.shape[0] != s.labels.shape[0]:
             raise DataError(
                 f"institution {inst.name!r} {name}: {s.images.shape[0]} images but {s.labels.shape[0]} labels"

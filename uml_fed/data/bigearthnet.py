@@ -112,7 +112,9 @@ class _BigEarthNet(RealSource):
             native = S2_NATIVE[b] if sensor == "s2" else 120
             what = f"{self.name} {sensor} band {b}"
             arrays.append(
-                read_raster(path, what=what, count=1, dtype=self.sensors[sensor].dtype, native=(native, native), out_size=size)
+                read_raster(
+                    path, what=what, count=1, dtype=self.sensors[sensor].dtype, native=(native, native), out_size=size
+                )
             )
             used.append(str(path))
         return np.concatenate(arrays, axis=0), used

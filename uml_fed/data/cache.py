@@ -122,7 +122,7 @@ class InstitutionCache:
         return sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file()) if self.dir.is_dir() else 0
 
 
-def load_scan(source: "RealSource", cache_dir: Path, report: dict | None = None) -> ScanResult:
+def load_scan(source: RealSource, cache_dir: Path, report: dict | None = None) -> ScanResult:
     """The source's scan, from ``<cache>/<source>/scan-*.json`` when its inputs are unchanged."""
     key = {
         "format": SCAN_FORMAT,

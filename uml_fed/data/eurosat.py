@@ -31,7 +31,21 @@ CLASSES = (
 MS_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 MS_FILE_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
 
-_MS_MEAN = (1354.41, 1118.24, 1042.93, 947.63, 1199.47, 1999.79, 2369.22, 2296.83, 732.08, 12.11, 1819.01, 1118.92, 2594.14)
+_MS_MEAN = (
+    1354.41,
+    1118.24,
+    1042.93,
+    947.63,
+    1199.47,
+    1999.79,
+    2369.22,
+    2296.83,
+    732.08,
+    12.11,
+    1819.01,
+    1118.92,
+    2594.14,
+)
 _MS_STD = (245.72, 333.01, 395.09, 593.75, 566.42, 861.18, 1086.63, 1117.98, 404.92, 4.78, 1002.59, 761.30, 1231.59)
 
 FOLDERS = {
@@ -49,7 +63,9 @@ class EuroSAT(RealSource):
     ms_file_order = MS_FILE_ORDER
     sensors = {
         "rgb": Sensor(("B04", "B03", "B02"), "uint8", 64, "uint8"),
-        "ms": Sensor(MS_BANDS, "uint16", 64, "uint16", dict(zip(MS_FILE_ORDER, _MS_MEAN)), dict(zip(MS_FILE_ORDER, _MS_STD))),
+        "ms": Sensor(
+            MS_BANDS, "uint16", 64, "uint16", dict(zip(MS_FILE_ORDER, _MS_MEAN)), dict(zip(MS_FILE_ORDER, _MS_STD))
+        ),
         "s1": Sensor(("VV", "VH"), "float32", 64, "float32", {"VV": -12.59, "VH": -20.26}, {"VV": 5.26, "VH": 5.91}),
     }
     classes = CLASSES
@@ -100,7 +116,9 @@ class EuroSAT(RealSource):
                 stem = Path(fname).stem
                 match = _NAME.match(stem)
                 if cls_dir not in CLASSES:
-                    raise DataError(f"{self.name}: class folder {cls_dir!r} ({rel}) is not a EuroSAT class {list(CLASSES)}")
+                    raise DataError(
+                        f"{self.name}: class folder {cls_dir!r} ({rel}) is not a EuroSAT class {list(CLASSES)}"
+                    )
                 if match is None or match["cls"] != cls_dir:
                     raise DataError(f"{self.name}: file {rel!r} is not named <Class>_<n>{EXT[m]} after its folder")
                 scenes.setdefault(stem, (cls_dir, {}))[1][m] = rel

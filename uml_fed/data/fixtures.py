@@ -61,7 +61,9 @@ def write_geotiff(path: Path, data: np.ndarray, crs: str | None, transform=None)
     """``C x H x W`` (or ``H x W``) array -> GeoTIFF with CRS and transform."""
     data = data[None] if data.ndim == 2 else data
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0], dtype=data.dtype.name)
+    profile = dict(
+        driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0], dtype=data.dtype.name
+    )
     if crs is not None:
         profile.update(crs=crs, transform=transform)
     with rasterio.open(path, "w", **profile) as f:
@@ -77,7 +79,13 @@ def _write_image(path: Path, data: np.ndarray, driver: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(
-            path, "w", driver=driver, height=data.shape[1], width=data.shape[2], count=data.shape[0], dtype=data.dtype.name
+            path,
+            "w",
+            driver=driver,
+            height=data.shape[1],
+            width=data.shape[2],
+            count=data.shape[0],
+            dtype=data.dtype.name,
         ) as f:
             f.write(data)
     aux = path.with_name(path.name + ".aux.xml")
@@ -264,7 +272,7 @@ def write_sen12ms(
     for i, c in enumerate(_assign(list(classes), per_class * scale)):
         scene, patch = divmod(i, patches_per_scene)
         scene += 1
-        name = lambda k: f"{sdir}_{k}_{scene}_p{patch}.tif"  # noqa: E731
+        name = lambda k, scene=scene, patch=patch: f"{sdir}_{k}_{scene}_p{patch}.tif"  # noqa: E731
         tr = from_origin(400000.0 + 2560 * patch, 5000000.0 - 2560 * scene, 10, 10)
         s2 = np.stack([_s2_uint16(sig, c, b, size) for b in range(13)])
         write_geotiff(root / sdir / f"s2_{scene}" / name("s2"), s2, UTM33, tr)
@@ -337,7 +345,10 @@ def write_folder(
     ``shared_stems`` gives every modality the same stems (co-registered own data).
     """
     root = Path(root)
-    modalities = modalities or {"s1": {"ext": "tif", "bands": 2, "size": 32}, "rgb": {"ext": "png", "bands": 3, "size": 32}}
+    modalities = modalities or {
+        "s1": {"ext": "tif", "bands": 2, "size": 32},
+        "rgb": {"ext": "png", "bands": 3, "size": 32},
+    }
     labels: dict[str, dict[str, str]] = {}
     for mi, (m, spec) in enumerate(modalities.items()):
         sig = _Signal(len(classes), spec["bands"], seed + mi)

@@ -66,7 +66,9 @@ class FolderSource(RealSource):
             for m in self.modalities:
                 files = self._files(m)
                 if not files:
-                    raise MissingDataError(f"{self.name}: no image files under {str(self.root / m)!r} (extensions {EXTS})")
+                    raise MissingDataError(
+                        f"{self.name}: no image files under {str(self.root / m)!r} (extensions {EXTS})"
+                    )
                 first = files[0]
                 count, size = self._peek(first, m)
                 names = self.bands.get(m)
@@ -153,14 +155,23 @@ class FolderSource(RealSource):
             if a.ndim != 3 or a.shape[0] != len(s.bands):
                 raise DataError(f"{what}: {str(path)!r} has shape {a.shape}, expected {len(s.bands)} x H x W")
             if native is not None and a.shape[1:] != native:
-                raise DataError(f"{what}: {str(path)!r} is {a.shape[1]}x{a.shape[2]}, expected {native}; set data.resize")
+                raise DataError(
+                    f"{what}: {str(path)!r} is {a.shape[1]}x{a.shape[2]}, expected {native}; set data.resize"
+                )
             a = a[idx].astype(np.float32)
             if not np.isfinite(a).all():
                 raise DataError(f"{what}: {str(path)!r} has {int((~np.isfinite(a)).sum())} NaN/inf pixel values")
             if resize and a.shape[1:] != (resize, resize):
-                a = F.interpolate(torch.from_numpy(a)[None], size=(resize, resize), mode="bilinear", align_corners=False)[0].numpy()
+                a = F.interpolate(
+                    torch.from_numpy(a)[None], size=(resize, resize), mode="bilinear", align_corners=False
+                )[0].numpy()
         else:
             a = read_raster(
-                path, what=what, indexes=[i + 1 for i in idx], count=len(s.bands), native=native, out_size=resize or None
+                path,
+                what=what,
+                indexes=[i + 1 for i in idx],
+                count=len(s.bands),
+                native=native,
+                out_size=resize or None,
             ).astype(np.float32)
         return a, [str(path)]

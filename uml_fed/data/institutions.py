@@ -15,7 +15,8 @@ I/O is the folder source's, whose band names come from its files unless ``data.b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import validate_data
 from .base import DataError, InstitutionSpec
@@ -35,14 +36,14 @@ class Catalog(Protocol):
     def check_bands(self, sensor: str, bands: Sequence[str], key: str) -> None: ...
 
 
-def sensors_of(d: "DataConfig") -> list[str]:
+def sensors_of(d: DataConfig) -> list[str]:
     """The source sensors the config reads, in order of first use."""
     if d.institutions:
         return list(dict.fromkeys(i.sensor or i.modality for i in d.institutions))
     return list(d.modalities)
 
 
-def catalog(d: "DataConfig") -> Catalog:
+def catalog(d: DataConfig) -> Catalog:
     if d.source == "synthetic":
         from .synthetic import SyntheticSource
 
@@ -53,7 +54,7 @@ def catalog(d: "DataConfig") -> Catalog:
     return make_source(d, root=d.root or (roots[0] if roots else None), modalities=sensors_of(d))
 
 
-def data_specs(d: "DataConfig", source: Catalog | None = None) -> list[InstitutionSpec]:
+def data_specs(d: DataConfig, source: Catalog | None = None) -> list[InstitutionSpec]:
     """Every institution of ``d``, in order, validated against the source's sensors and bands."""
     validate_data(d)
     src = source or catalog(d)
@@ -77,14 +78,16 @@ def data_specs(d: "DataConfig", source: Catalog | None = None) -> list[Instituti
             groups = [(f"{sensor}_{b}", (b,)) for b in bands] if d.per_band else [(sensor, tuple(bands))]
             for modality, own in groups:
                 if parts > 1:
-                    specs.extend(InstitutionSpec(f"{modality}_{i}", modality, sensor, own, i, parts) for i in range(parts))
+                    specs.extend(
+                        InstitutionSpec(f"{modality}_{i}", modality, sensor, own, i, parts) for i in range(parts)
+                    )
                 else:
                     specs.append(InstitutionSpec(modality, modality, sensor, own))
     _check(d, specs)
     return specs
 
 
-def _check(d: "DataConfig", specs: list[InstitutionSpec]) -> None:
+def _check(d: DataConfig, specs: list[InstitutionSpec]) -> None:
     first: dict[str, InstitutionSpec] = {}
     for s in specs:
         ref = first.setdefault(s.modality, s)
@@ -103,7 +106,9 @@ def _check(d: "DataConfig", specs: list[InstitutionSpec]) -> None:
         )
     sizes = {k: d.split_sizes(k) for k in allowed}
     if d.paired and len(set(sizes.values())) > 1:
-        raise DataError(f"data.paired=true needs the same split sizes at every institution, got {sizes}; drop data.sizes")
+        raise DataError(
+            f"data.paired=true needs the same split sizes at every institution, got {sizes}; drop data.sizes"
+        )
 
 
 def unit_of(spec: InstitutionSpec) -> str:
@@ -120,7 +125,7 @@ def allocation_units(specs: list[InstitutionSpec]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((unit_of(s), s.sensor) for s in specs))
 
 
-def specs_by_root(d: "DataConfig", specs: list[InstitutionSpec]) -> dict[str, list[InstitutionSpec]]:
+def specs_by_root(d: DataConfig, specs: list[InstitutionSpec]) -> dict[str, list[InstitutionSpec]]:
     """Institutions grouped by dataset root (explicit ``root``, else ``data.root``), in order."""
     roots = {i.name: i.root for i in d.institutions}
     out: dict[str, list[InstitutionSpec]] = {}
@@ -140,4 +145,3 @@ def find(specs: list[InstitutionSpec], only: str | None) -> list[InstitutionSpec
             f"its institutions are {[s.name for s in specs]}"
         )
     return hit
-

@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import io
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class Pool:
     meta: dict[str, Sequence[str | None]]  # scene metadata columns (natural partitions)
 
 
-def partition_rows(rows: Pool, p: "PartitionConfig", seed: int) -> list[np.ndarray]:
+def partition_rows(rows: Pool, p: PartitionConfig, seed: int) -> list[np.ndarray]:
     """Row indices (ascending) of each of the ``p.institutions`` parts of the pool."""
     import datasets
     from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner
@@ -73,7 +74,9 @@ def partition_rows(rows: Pool, p: "PartitionConfig", seed: int) -> list[np.ndarr
         partitioner = NaturalIdPartitioner(partition_by="group")
     partitioner.dataset = ds
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # NaturalIdPartitioner's tqdm bar (TQDM_DISABLE is read at import)
+        with contextlib.redirect_stderr(
+            io.StringIO()
+        ):  # NaturalIdPartitioner's tqdm bar (TQDM_DISABLE is read at import)
             parts = [np.sort(np.asarray(partitioner.load_partition(i)["row"], dtype=np.int64)) for i in range(k)]
     except ValueError as e:  # DirichletPartitioner: "The max number of attempts (10) was reached ..."
         raise DataError(
@@ -115,7 +118,7 @@ REMEDY = {
 }
 
 
-def split_parts(rows: Pool, p: "PartitionConfig", seed: int, names: list[str]) -> list[dict[str, np.ndarray]]:
+def split_parts(rows: Pool, p: PartitionConfig, seed: int, names: list[str]) -> list[dict[str, np.ndarray]]:
     """:func:`partition_rows`, each part's rows grouped by split; institution ``names[i]`` gets part ``i``.
 
     A part without a train, val or test sample is an error naming the institution and the remedy.

@@ -38,12 +38,12 @@ if TYPE_CHECKING:
 CACHE_FORMAT = 2  # 2: splits stored in their seeded shuffled order; bump when the decoded content of a cache changes for the same options
 
 
-def cache_root(d: "DataConfig", source: RealSource) -> Path:
+def cache_root(d: DataConfig, source: RealSource) -> Path:
     return Path(d.cache_dir).expanduser() if d.cache_dir else source.root / ".uml_fed_cache"
 
 
 def build_real(
-    d: "DataConfig", seed: int, only: str | None = None, force: bool = False, load: bool = True
+    d: DataConfig, seed: int, only: str | None = None, force: bool = False, load: bool = True
 ) -> tuple[list[Institution], dict[str, Any]]:
     """Load (building caches where missing or stale) the raw, un-normalised institutions + a report.
 
@@ -62,7 +62,7 @@ def build_real(
 
 
 def _build_root(
-    d: "DataConfig", seed: int, source: RealSource, group: list[InstitutionSpec], mine: list[InstitutionSpec],
+    d: DataConfig, seed: int, source: RealSource, group: list[InstitutionSpec], mine: list[InstitutionSpec],
     force: bool, load: bool, report: dict[str, Any],
 ) -> list[Institution]:  # fmt: skip
     source.check_root(sorted({s.sensor for s in mine}))  # a node needs only its own sensor's files
@@ -111,7 +111,11 @@ def _build_root(
             for name, (imgs, labels, ids) in loaded.items()
         }  # fmt: skip
         if load:
-            out.append(Institution(spec.name, list(spec.bands), list(plan.classes), splits, source=source.name, modality=spec.modality))
+            out.append(
+                Institution(
+                    spec.name, list(spec.bands), list(plan.classes), splits, source=source.name, modality=spec.modality
+                )
+            )
         report["institutions"][spec.name] = {
             "modality": spec.modality, "part": spec.part, "cache": state, "cache_dir": str(entry.dir),
             "cache_bytes": entry.nbytes(), "seconds": round(time.perf_counter() - t1, 3),
@@ -123,7 +127,7 @@ def _build_root(
 
 
 def _cache_options(
-    d: "DataConfig", seed: int, source: RealSource, spec: InstitutionSpec, plan: Plan, rows: dict[str, list[str]] | None
+    d: DataConfig, seed: int, source: RealSource, spec: InstitutionSpec, plan: Plan, rows: dict[str, list[str]] | None
 ) -> dict[str, Any]:
     """Everything the decoded arrays depend on (an unpartitioned institution keeps its pre-partition key)."""
     unit = unit_of(spec)
@@ -152,16 +156,20 @@ def _pool_rows(plan: Plan, unit: str) -> list[tuple[str, int, str]]:
     return rows
 
 
-def _partition(plan: Plan, unit: str, names: list[str], d: "DataConfig", seed: int) -> list[dict[str, list[str]]]:
+def _partition(plan: Plan, unit: str, names: list[str], d: DataConfig, seed: int) -> list[dict[str, list[str]]]:
     """Each institution's scene ids per split, cut from the pool ``unit`` (the same on every node)."""
     rows = _pool_rows(plan, unit)
     ids = [r[0] for r in rows]
     meta = {d.partition.column: [plan.scenes[i].meta.get(d.partition.column) for i in ids]}
-    by_part = split_parts(Pool(unit, np.array([r[1] for r in rows]), [r[2] for r in rows], meta), d.partition, seed, names)
+    by_part = split_parts(
+        Pool(unit, np.array([r[1] for r in rows]), [r[2] for r in rows], meta), d.partition, seed, names
+    )
     return [{s: [ids[i] for i in idx] for s, idx in part.items()} for part in by_part]
 
 
-def _read(source: RealSource, spec: InstitutionSpec, scene: Scene, skip: bool, skipped: list, files: set) -> np.ndarray | None:
+def _read(
+    source: RealSource, spec: InstitutionSpec, scene: Scene, skip: bool, skipped: list, files: set
+) -> np.ndarray | None:
     """One patch, or ``None`` when it is unreadable and ``skip`` is set (recorded in ``skipped``)."""
     try:
         arr, used = source.read(scene, spec.sensor, spec.bands)
@@ -176,7 +184,9 @@ def _read(source: RealSource, spec: InstitutionSpec, scene: Scene, skip: bool, s
     return arr
 
 
-def _decode(source: RealSource, spec: InstitutionSpec, plan: Plan, rows: dict[str, list[str]] | None, skip: bool, seed: int):
+def _decode(
+    source: RealSource, spec: InstitutionSpec, plan: Plan, rows: dict[str, list[str]] | None, skip: bool, seed: int
+):
     """Read the institution's patches: its own pool class by class and split by split (unreadable
     ones replaced by the pool's spares), or, for a part of a partitioned pool, its rows (unreadable
     ones dropped: spares would differ from node to node)."""
@@ -215,7 +225,11 @@ def _decode(source: RealSource, spec: InstitutionSpec, plan: Plan, rows: dict[st
     splits = {}
     for s, (imgs, labels, ids) in out.items():
         order = seeded_order(ids, seed, s)  # the cache stores every split in its canonical, shuffled order
-        arr = np.stack([imgs[i] for i in order]).astype(store, copy=False) if imgs else np.zeros((0, len(spec.bands), size, size), store)
+        arr = (
+            np.stack([imgs[i] for i in order]).astype(store, copy=False)
+            if imgs
+            else np.zeros((0, len(spec.bands), size, size), store)
+        )
         splits[s] = (arr, np.asarray(labels, dtype=np.int64)[order], [ids[i] for i in order])
     return splits, sorted(files), skipped
 
@@ -227,7 +241,7 @@ def _rel(root: Path, p: str | Path) -> str:
         return str(p)
 
 
-def normalize(d: "DataConfig", insts: list[Institution]) -> list[Institution]:
+def normalize(d: DataConfig, insts: list[Institution]) -> list[Institution]:
     """Z-score with the own training split's stats (default) or the published ones."""
     if d.normalization != "published":
         return [normalize_institution(inst) for inst in insts]
@@ -239,7 +253,7 @@ def normalize(d: "DataConfig", insts: list[Institution]) -> list[Institution]:
     return insts
 
 
-def load_real(d: "DataConfig", seed: int = 0, only: str | None = None) -> list[Institution]:
+def load_real(d: DataConfig, seed: int = 0, only: str | None = None) -> list[Institution]:
     """Every institution of a real source (or just ``only``), decoded once, normalised."""
     insts, _ = build_real(d, seed, only=only)
     return normalize(d, insts)

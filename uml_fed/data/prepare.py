@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..config import Config
 
 
-def prepare_data(cfg: "Config", force: bool = False, only: str | None = None, echo: bool = True) -> dict[str, Any]:
+def prepare_data(cfg: Config, force: bool = False, only: str | None = None, echo: bool = True) -> dict[str, Any]:
     """Build (or validate and reuse) the cache of every institution of ``cfg.data``; returns the report."""
     from .institutions import catalog
     from .pipeline import build_real, cache_root
@@ -61,7 +61,9 @@ def format_report(report: dict[str, Any]) -> str:
             counts = r["counts"][s]
             lines.append(f"  {s:5s} n={sum(counts.values()):6d}  " + "  ".join(f"{c}: {counts[c]}" for c in classes))
         if r["skipped"]:
-            lines.append(f"  skipped {len(r['skipped'])} unreadable patch(es): " + ", ".join(x["id"] for x in r["skipped"]))
+            lines.append(
+                f"  skipped {len(r['skipped'])} unreadable patch(es): " + ", ".join(x["id"] for x in r["skipped"])
+            )
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     lines.append(f"skipped unreadable patches in total: {report.get('skipped_total', 0)}")

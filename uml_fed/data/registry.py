@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .base import DataError
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from .source import RealSource
 
 READER_MODULES = ("bigearthnet", "sen12ms", "eurosat", "folder")
-SOURCES: dict[str, type["RealSource"]] = {}
+SOURCES: dict[str, type[RealSource]] = {}
 T = TypeVar("T", bound=type)
 
 
@@ -26,19 +27,15 @@ def register(cls: T) -> T:
     return cls
 
 
-def source_class(name: str) -> type["RealSource"]:
+def source_class(name: str) -> type[RealSource]:
     for module in READER_MODULES:
         importlib.import_module(f"{__package__}.{module}")
     if name not in SOURCES:
-        raise DataError(
-            f"data.source={name!r} is not a known source; choose synthetic, {', '.join(sorted(SOURCES))}"
-        )
+        raise DataError(f"data.source={name!r} is not a known source; choose synthetic, {', '.join(sorted(SOURCES))}")
     return SOURCES[name]
 
 
-def make_source(
-    d: "DataConfig", root: str | Path | None = None, modalities: Sequence[str] | None = None
-) -> "RealSource":
+def make_source(d: DataConfig, root: str | Path | None = None, modalities: Sequence[str] | None = None) -> RealSource:
     """The reader of ``d.source`` built from the data config: the one place that maps ``data.*`` keys
     onto a reader's explicit arguments (``root`` and ``modalities`` default to ``d``'s)."""
     cls = source_class(d.source)
@@ -51,4 +48,3 @@ def make_source(
         resize=int(d.resize),
         **own,
     )
-

@@ -29,7 +29,12 @@ from .geotiff import read_raster
 from .registry import register
 from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
-SEASONS = {"spring": "ROIs1158_spring", "summer": "ROIs1868_summer", "fall": "ROIs1970_fall", "winter": "ROIs2017_winter"}
+SEASONS = {
+    "spring": "ROIs1158_spring",
+    "summer": "ROIs1868_summer",
+    "fall": "ROIs1970_fall",
+    "winter": "ROIs2017_winter",
+}
 
 IGBP_FULL = (
     "Evergreen needleleaf forest", "Evergreen broadleaf forest", "Deciduous needleleaf forest",
@@ -74,7 +79,9 @@ class SEN12MS(RealSource):
         "  (season folders: ROIs1158_spring, ROIs1868_summer, ROIs1970_fall, ROIs2017_winter)"
     )
 
-    def __init__(self, root: str | Path | None, *, season: str = "summer", igbp_scheme: str = "full", **common: Any) -> None:
+    def __init__(
+        self, root: str | Path | None, *, season: str = "summer", igbp_scheme: str = "full", **common: Any
+    ) -> None:
         self.season, self.scheme = season, igbp_scheme
         super().__init__(root, **common)
 

@@ -9,9 +9,10 @@ one patch at a time; the pipeline (:mod:`.pipeline`) does the rest.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,9 @@ class RealSource:
                 raise DataError(f"{m!r} is not a modality of {self.name}; choose from {sorted(self.sensors)}")
         for m, bands in self.bands.items():
             if m not in self.sensors:
-                raise DataError(f"data.bands names {m!r}, which is not a modality of {self.name} ({sorted(self.sensors)})")
+                raise DataError(
+                    f"data.bands names {m!r}, which is not a modality of {self.name} ({sorted(self.sensors)})"
+                )
             self.check_bands(m, bands, f"data.bands.{m}")
         for c in self.chosen_classes:
             if self.all_classes and c not in self.all_classes:
@@ -107,7 +110,9 @@ class RealSource:
         """``bands`` are distinct bands of ``sensor`` (``key`` names the config entry they came from)."""
         for b in bands:
             if b not in self.sensors[sensor].bands:
-                raise DataError(f"{b!r} is not a band of {self.name} {sensor}; its bands are {list(self.sensors[sensor].bands)}")
+                raise DataError(
+                    f"{b!r} is not a band of {self.name} {sensor}; its bands are {list(self.sensors[sensor].bands)}"
+                )
         if len(set(bands)) != len(bands) or not bands:
             raise DataError(f"{key}={list(bands)} must list distinct bands, at least one")
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 @dataclass
 class Plan:
     classes: list[str]
-    scenes: dict[str, "Scene"]  # scene id -> scene
+    scenes: dict[str, Scene]  # scene id -> scene
     pools: dict[str, dict[str, list[str]]]  # institution -> class -> scene ids (needed first, then spares)
     need: dict[str, dict[str, tuple[int, int, int]]]  # institution -> class -> (train, val, test)
     notes: list[str] = field(default_factory=list)
@@ -40,7 +40,7 @@ def _rng(seed: int, cls: str) -> np.random.Generator:
 
 
 def allocate(
-    scenes: list["Scene"],
+    scenes: list[Scene],
     classes: list[str],
     institutions: list[tuple[str, str]],
     sizes: dict[str, tuple[int, int, int]],
@@ -66,7 +66,7 @@ def allocate(
     if short_class not in ("raise", "shrink", "drop"):
         raise DataError(f"data.short_class={short_class!r} must be 'raise', 'shrink' or 'drop'")
     need_total = {n: sum(sizes[n]) for n, _ in institutions}
-    by_class: dict[str, list["Scene"]] = {c: [] for c in classes}
+    by_class: dict[str, list[Scene]] = {c: [] for c in classes}
     for s in scenes:
         if s.label in by_class:
             by_class[s.label].append(s)
@@ -107,7 +107,8 @@ def allocate(
         )
         if short_class == "raise":
             raise DataError(
-                what + "; lower data.train_per_class/val_per_class/test_per_class (or data.sizes), set data.short_class=shrink "
+                what
+                + "; lower data.train_per_class/val_per_class/test_per_class (or data.sizes), set data.short_class=shrink "
                 "or drop, or choose other data.classes"
             )
         if short_class == "drop":
@@ -118,7 +119,10 @@ def allocate(
                 n_av = min(len(pools[n][c]), need_total[n])
                 need[n][c] = _shrink(sizes[n], n_av, c)
             smallest = min(short, key=short.get)
-            msg = what + f"; shrunk this class to train/val/test {need[smallest][c]} for {smallest!r} (data.short_class=shrink)"
+            msg = (
+                what
+                + f"; shrunk this class to train/val/test {need[smallest][c]} for {smallest!r} (data.short_class=shrink)"
+            )
         warnings.warn(msg, stacklevel=2)
         notes.append(msg)
     if not kept:

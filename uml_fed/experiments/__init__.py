@@ -48,14 +48,19 @@ def run_experiment(name: str, overrides: list[str], log=print) -> dict[str, Any]
     reports = Path(cfg.runner.report_root).expanduser().resolve() if cfg.runner.report_root else root
     out = reports / name / variant
     out.mkdir(parents=True, exist_ok=True)
-    payload = write_report(exp, runs, out, {
-        "command": shlex.join(["uml-fed", "experiment", name, *overrides]),
-        "variant": variant,
-        "seeds": list(cfg.runner.seeds),
-        "code": code_fingerprint(),
-        "machine": machine(),
-        "this_invocation_s": time.perf_counter() - start,
-    })
+    payload = write_report(
+        exp,
+        runs,
+        out,
+        {
+            "command": shlex.join(["uml-fed", "experiment", name, *overrides]),
+            "variant": variant,
+            "seeds": list(cfg.runner.seeds),
+            "code": code_fingerprint(),
+            "machine": machine(),
+            "this_invocation_s": time.perf_counter() - start,
+        },
+    )
     write_index(reports)
     log(f"[experiment] report: {out / 'report.md'}")
     return payload
@@ -63,14 +68,24 @@ def run_experiment(name: str, overrides: list[str], log=print) -> dict[str, Any]
 
 def write_index(reports: Path) -> Path:
     """``<reports>/README.md``: every report found there, with its command and headline numbers."""
-    lines = ["# Experiment reports", "",
-             "Written by `uml-fed experiment` from stored runs; each report says the command that made it.", ""]
+    lines = [
+        "# Experiment reports",
+        "",
+        "Written by `uml-fed experiment` from stored runs; each report says the command that made it.",
+        "",
+    ]
     for path in sorted(reports.glob("*/*/report.json")):
         r = json.loads(path.read_text())
         rel = path.parent.relative_to(reports).as_posix()
-        lines += [f"## [{r['paper']} ({r['variant']})]({rel}/report.md)", "", f"`{r['command']}`", "",
-                  f"Seeds {r['seeds']}, code `{r['code']}`, {r['compute_s'] / 60:.0f} min of training on "
-                  f"{r['machine']['platform']} ({r['machine']['cpus']} threads, GPU: {r['machine']['cuda'] or 'none'}).", ""]
+        lines += [
+            f"## [{r['paper']} ({r['variant']})]({rel}/report.md)",
+            "",
+            f"`{r['command']}`",
+            "",
+            f"Seeds {r['seeds']}, code `{r['code']}`, {r['compute_s'] / 60:.0f} min of training on "
+            f"{r['machine']['platform']} ({r['machine']['cpus']} threads, GPU: {r['machine']['cuda'] or 'none'}).",
+            "",
+        ]
     index = reports / "README.md"
     index.write_text("\n".join(lines))
     return index
@@ -121,11 +136,17 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
     if diffs:
         lines += ["## Difference to the unimodal baseline (percentage points), same seed", "", diffs, ""]
     if exp.matrix:
-        lines += ["## Change of the evaluated modality's accuracy with each supplementary modality (pp), "
-                  "mean ± std over seeds", "", rep.pair_matrix(table), ""]
+        lines += [
+            "## Change of the evaluated modality's accuracy with each supplementary modality (pp), "
+            "mean ± std over seeds",
+            "",
+            rep.pair_matrix(table),
+            "",
+        ]
     if exp.figure:
-        rep.plot(table, exp.figure, out / "figure.png", LABELS, f"{exp.paper} ({meta['variant']})", exp.x_label,
-                 exp.log_x)
+        rep.plot(
+            table, exp.figure, out / "figure.png", LABELS, f"{exp.paper} ({meta['variant']})", exp.x_label, exp.log_x
+        )
         lines += ["![figure](figure.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     payload = {
@@ -134,11 +155,23 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
         **meta,
         "compute_s": compute_s,
         "institutions": table.institutions,
-        "arms": {k: {"series": table.series[k], "x": table.x[k], "label": labels[k], "evaluation": table.evaluations[k],
-                     "test_acc": {str(s): {**v, rep.MEAN: m} for (s, v), m in
-                                  zip(sorted(table.values[k].items()), table.samples(k, rep.MEAN))}} for k in keys},
-        "runs": [{"arm": r.arm.key, "seed": r.seed, "dir": str(r.path), "reused": r.reused,
-                  "run_s": r.results.get("run_s")} for r in runs],
+        "arms": {
+            k: {
+                "series": table.series[k],
+                "x": table.x[k],
+                "label": labels[k],
+                "evaluation": table.evaluations[k],
+                "test_acc": {
+                    str(s): {**v, rep.MEAN: m}
+                    for (s, v), m in zip(sorted(table.values[k].items()), table.samples(k, rep.MEAN))
+                },
+            }
+            for k in keys
+        },
+        "runs": [
+            {"arm": r.arm.key, "seed": r.seed, "dir": str(r.path), "reused": r.reused, "run_s": r.results.get("run_s")}
+            for r in runs
+        ],
     }
     rep.write_json(out / "report.json", payload)
     return payload

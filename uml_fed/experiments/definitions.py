@@ -12,8 +12,8 @@ for a base configuration, and writes its report from the stored runs.  Two scale
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..config import Config
 from .runner import Arm
@@ -54,8 +54,12 @@ def _refs(cfg: Config, scale: str) -> list[Arm]:
 
 
 def _table3(cfg: Config, scale: str) -> list[Arm]:
-    return [*_refs(cfg, scale), Arm("isca", "uml", ("method=isca",)), Arm("fed", "federated", ("fed.local_epochs=5",)),
-            Arm("paired", "paired")]
+    return [
+        *_refs(cfg, scale),
+        Arm("isca", "uml", ("method=isca",)),
+        Arm("fed", "federated", ("fed.local_epochs=5",)),
+        Arm("paired", "paired"),
+    ]
 
 
 def _table4(cfg: Config, scale: str) -> list[Arm]:
@@ -100,8 +104,10 @@ def _table2(cfg: Config, scale: str) -> list[Arm]:
 
 def _institutions(cfg: Config, scale: str) -> list[Arm]:
     fed = ("fed.local_epochs=5",)
-    arms = [Arm("unimodal", "unimodal", group="one institution per sensor"),
-            Arm("fed", "federated", fed, group="one institution per sensor")]
+    arms = [
+        Arm("unimodal", "unimodal", group="one institution per sensor"),
+        Arm("fed", "federated", fed, group="one institution per sensor"),
+    ]
     for method in ("dirichlet", "natural"):
         sites = ("data.partition.institutions=3", f"data.partition.method={method}")
         group = f"3 per sensor, {method}"
@@ -127,28 +133,86 @@ def _depth(cfg: Config, scale: str) -> list[Arm]:
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
-        Experiment("table3", "Table 3", "UML against the unimodal baseline, ISCA and the paired-data reference "
-                   "(and federated UML at L = 5), per modality and mean", _table3, "{dataset}_bimodal_lowdata"),
-        Experiment("table4", "Table 4", "UML against domain-adaptation baselines (DANN, CDAN, MCC, MDD with "
-                   "separate encoders, a shared classifier and labels for both modalities)", _table4,
-                   "{dataset}_bimodal_lowdata"),
-        Experiment("fig2a", "Figure 2a", "fine-grained collaboration: every band its own institution", _fig2,
-                   "{dataset}_finegrained_lowdata", cpu=("experiment=synthetic_per_band",), figure="bars"),
-        Experiment("fig2b", "Figure 2b", "bi-modal collaboration: S1 and the optical sensor", _fig2b,
-                   "{dataset}_bimodal_lowdata", figure="bars"),
-        Experiment("fig3", "Figure 3", "training size x {UML, UML with ordinary BN, unimodal}", _fig3,
-                   "{dataset}_bimodal_full", figure="lines", x_label="training samples per class"),
-        Experiment("fig4", "Figure 4", "federated UML over R x L = budget schedules, with the centralized and "
-                   "unimodal references", _fig4, "{dataset}_bimodal_lowdata", figure="lines", x_label="local epochs L",
-                   log_x=True),
-        Experiment("table2", "Table 2", "related vs unrelated auxiliary modality: accuracy change of each "
-                   "modality when trained with each other one", _table2, "unrelated_auxiliary",
-                   cpu=("data.modalities=[s1,s2,objects]",), matrix=True),
-        Experiment("institutions", "Issue 9", "2 sensors x 3 institutions (Dirichlet label skew, natural "
-                   "regions) against one institution per sensor: does sharing projections within a sensor help "
-                   "when each site has little data?", _institutions, "{dataset}_bimodal_lowdata"),
-        Experiment("projection-depth", "Figure 7", "projection depth P = 0..8 blocks, with and without BN "
-                   "calibration (paper scale: fine-grained, as Figure 7; CPU scale: bi-modal)", _depth,
-                   "{dataset}_finegrained_lowdata", figure="lines", x_label="projection blocks P"),
+        Experiment(
+            "table3",
+            "Table 3",
+            "UML against the unimodal baseline, ISCA and the paired-data reference "
+            "(and federated UML at L = 5), per modality and mean",
+            _table3,
+            "{dataset}_bimodal_lowdata",
+        ),
+        Experiment(
+            "table4",
+            "Table 4",
+            "UML against domain-adaptation baselines (DANN, CDAN, MCC, MDD with "
+            "separate encoders, a shared classifier and labels for both modalities)",
+            _table4,
+            "{dataset}_bimodal_lowdata",
+        ),
+        Experiment(
+            "fig2a",
+            "Figure 2a",
+            "fine-grained collaboration: every band its own institution",
+            _fig2,
+            "{dataset}_finegrained_lowdata",
+            cpu=("experiment=synthetic_per_band",),
+            figure="bars",
+        ),
+        Experiment(
+            "fig2b",
+            "Figure 2b",
+            "bi-modal collaboration: S1 and the optical sensor",
+            _fig2b,
+            "{dataset}_bimodal_lowdata",
+            figure="bars",
+        ),
+        Experiment(
+            "fig3",
+            "Figure 3",
+            "training size x {UML, UML with ordinary BN, unimodal}",
+            _fig3,
+            "{dataset}_bimodal_full",
+            figure="lines",
+            x_label="training samples per class",
+        ),
+        Experiment(
+            "fig4",
+            "Figure 4",
+            "federated UML over R x L = budget schedules, with the centralized and unimodal references",
+            _fig4,
+            "{dataset}_bimodal_lowdata",
+            figure="lines",
+            x_label="local epochs L",
+            log_x=True,
+        ),
+        Experiment(
+            "table2",
+            "Table 2",
+            "related vs unrelated auxiliary modality: accuracy change of each "
+            "modality when trained with each other one",
+            _table2,
+            "unrelated_auxiliary",
+            cpu=("data.modalities=[s1,s2,objects]",),
+            matrix=True,
+        ),
+        Experiment(
+            "institutions",
+            "Issue 9",
+            "2 sensors x 3 institutions (Dirichlet label skew, natural "
+            "regions) against one institution per sensor: does sharing projections within a sensor help "
+            "when each site has little data?",
+            _institutions,
+            "{dataset}_bimodal_lowdata",
+        ),
+        Experiment(
+            "projection-depth",
+            "Figure 7",
+            "projection depth P = 0..8 blocks, with and without BN "
+            "calibration (paper scale: fine-grained, as Figure 7; CPU scale: bi-modal)",
+            _depth,
+            "{dataset}_finegrained_lowdata",
+            figure="lines",
+            x_label="projection blocks P",
+        ),
     )
 }

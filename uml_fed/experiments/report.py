@@ -30,7 +30,7 @@ class Table:
     evaluations: dict[str, str] = field(default_factory=dict)  # arm key -> reported evaluation
 
     @classmethod
-    def from_runs(cls, runs: list[Run]) -> "Table":
+    def from_runs(cls, runs: list[Run]) -> Table:
         institutions: list[str] = []
         table = cls(institutions)
         for run in runs:
@@ -131,8 +131,15 @@ def reference_of(table: Table, key: str) -> str | None:
 def ordered_keys(table: Table, series_order: list[str]) -> list[str]:
     rank = {s: i for i, s in enumerate(series_order)}
     groups = list(dict.fromkeys(table.group[k] for k in table.values))
-    return sorted(table.values, key=lambda k: (groups.index(table.group[k]), table.x[k] is not None, table.x[k] or 0,
-                                               rank.get(table.series[k], 99)))
+    return sorted(
+        table.values,
+        key=lambda k: (
+            groups.index(table.group[k]),
+            table.x[k] is not None,
+            table.x[k] or 0,
+            rank.get(table.series[k], 99),
+        ),
+    )
 
 
 def key_labels(table: Table, names: dict[str, str], x_label: str) -> dict[str, str]:
@@ -189,8 +196,15 @@ def plot(table: Table, kind: str, path: Path, names: dict[str, str], title: str,
                     continue
                 xs = [table.x[k] for k in keys]
                 ms = [mean_std(table.samples(k, inst)) for k in keys]
-                ax.errorbar(xs, [100 * m for m, _ in ms], yerr=[100 * sd for _, sd in ms], color=f"C{c}",
-                            marker="o", capsize=3, label=names[s])
+                ax.errorbar(
+                    xs,
+                    [100 * m for m, _ in ms],
+                    yerr=[100 * sd for _, sd in ms],
+                    color=f"C{c}",
+                    marker="o",
+                    capsize=3,
+                    label=names[s],
+                )
             if log_x:
                 ax.set_xscale("log")
                 ax.minorticks_off()

@@ -20,9 +20,10 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -181,9 +182,19 @@ def run_arm(arm: Arm, seed: int, base: list[str], root: Path, log: Callable[[str
         shutil.rmtree(path)
     path.mkdir(parents=True)
     cfg.output_dir = str(path)
-    (path / "run.json").write_text(json.dumps(
-        {"method": arm.method, "overrides": overrides, "seed": seed, "code": code_fingerprint(),
-         "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+    (path / "run.json").write_text(
+        json.dumps(
+            {
+                "method": arm.method,
+                "overrides": overrides,
+                "seed": seed,
+                "code": code_fingerprint(),
+                "machine": machine(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+            indent=2,
+        )
+    )
     log(f"[experiment] {arm.key} seed {seed}: {arm.method} -> {path}")
     tic = time.perf_counter()
     results = METHODS[arm.method](cfg, overrides)

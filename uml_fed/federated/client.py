@@ -110,8 +110,14 @@ class InstitutionClient:
         saved = self.store.load(upto_round)
         if saved is None:
             if upto_round > 0:  # joins after round 1 without private state: starts from the seeded model
-                log(WARNING, "institution %s has no private state up to round %d in %s; starting from the "
-                    "seeded initial projection", self.name, upto_round, self.store.path)
+                log(
+                    WARNING,
+                    "institution %s has no private state up to round %d in %s; starting from the "
+                    "seeded initial projection",
+                    self.name,
+                    upto_round,
+                    self.store.path,
+                )
             return 0
         try:
             load_private_state(self.model, self.name, saved["private"])
@@ -137,14 +143,20 @@ class InstitutionClient:
         best = {"after": self.selection.after, "best_acc": self.selection.best_acc, "best_at": self.selection.best_at}
         if self.selection.state is not None and not self.store.has_file(f"selected_{best['best_at']}.pt"):
             self.store.save_file(f"selected_{best['best_at']}.pt", self.selection.state)
-        self.store.save(server_round, {
-            "private": private_state(self.model, self.name),
-            "optimizer": self.optimizer.state_dict() if keep else None,
-            "selection": best,
-        }, selected_from=self.restored_best_at)
+        self.store.save(
+            server_round,
+            {
+                "private": private_state(self.model, self.name),
+                "optimizer": self.optimizer.state_dict() if keep else None,
+                "selection": best,
+            },
+            selected_from=self.restored_best_at,
+        )
         self.round, self.restored_best_at = server_round, self.selection.best_at
-        self.store.save_file("projection.pt", {"round": server_round, "institution": self.name,
-                                               "projection": projection_state(self.model, self.name)})
+        self.store.save_file(
+            "projection.pt",
+            {"round": server_round, "institution": self.name, "projection": projection_state(self.model, self.name)},
+        )
 
     # -- the global model that just arrived: evaluate + select ---------------------------------------
     def consider(self, arrived_round: int) -> float:
@@ -152,18 +164,24 @@ class InstitutionClient:
         x, y = split_tensors(self.inst, "val")
         acc = evaluate(self.model, x, y, self.device, self.cfg.train.eval_batch_size, modality=self.name)["acc"]
         if arrived_round > 0:
-            self.selection.offer(arrived_round * self.cfg.fed.local_epochs, acc, arrived_round,
-                                 self.model.modality_model(self.name).state_dict)
+            self.selection.offer(
+                arrived_round * self.cfg.fed.local_epochs,
+                acc,
+                arrived_round,
+                self.model.modality_model(self.name).state_dict,
+            )
         return acc
 
     def describe(self) -> ConfigRecord:
-        return ConfigRecord({
-            "institution": self.name,
-            "modality": self.modality,
-            "classes": list(self.inst.classes),
-            "bands": list(self.inst.bands),
-            "num-train": len(self.inst.split("train")),
-        })
+        return ConfigRecord(
+            {
+                "institution": self.name,
+                "modality": self.modality,
+                "classes": list(self.inst.classes),
+                "bands": list(self.inst.bands),
+                "num-train": len(self.inst.split("train")),
+            }
+        )
 
     def train(self, content: RecordDict) -> RecordDict:
         """Algorithm 3 lines 5-12: L local epochs from the received backbone (and, when shared, the
@@ -174,8 +192,9 @@ class InstitutionClient:
             self.restore(rnd - 1)
         load_backbone_state(self.model, records.to_state(content[records.BACKBONE]))
         if records.PROJECTION in content.array_records:
-            self.model.projection(self.name).load_state_dict(records.to_state(content[records.PROJECTION]),
-                                                             strict=False)
+            self.model.projection(self.name).load_state_dict(
+                records.to_state(content[records.PROJECTION]), strict=False
+            )
         arrived_val = self.consider(rnd - 1)
         x, y = split_tensors(self.inst, "train")
         g = seeded_generator(self.cfg.seed, "batches", self.name, rnd)
@@ -187,21 +206,32 @@ class InstitutionClient:
         metrics: dict[str, float] = {}
         for local in range(fed.local_epochs):
             set_lr(self.optimizer, lr_at(t, (rnd - 1) * fed.local_epochs + local))
-            metrics = train_one_epoch(self.model, streams, self.optimizer, proximal=proximal,
-                                      where=f"(round {rnd}, institution {self.name!r}, local epoch {local})")
+            metrics = train_one_epoch(
+                self.model,
+                streams,
+                self.optimizer,
+                proximal=proximal,
+                where=f"(round {rnd}, institution {self.name!r}, local epoch {local})",
+            )
         train_time = time.perf_counter() - tic
         self.save(rnd)
         same_modality = sum(m == self.modality for m in modality_of(self.cfg).values())
-        reply = MetricRecord({
-            "num-examples": len(self.inst.split("train")),
-            "uniform-weight": 1,
-            "modality-weight": 1.0 / same_modality,
-            "train-loss": float(metrics[f"loss/{self.name}"]),
-            "train-acc": float(metrics[f"acc/{self.name}"]),
-            "arrived-val-acc": float(arrived_val),
-            "train-time-s": float(train_time),
-        })
-        shared = records.to_record(projection_params(self.model, self.name)) if fed.projection_sharing == "modality" else None
+        reply = MetricRecord(
+            {
+                "num-examples": len(self.inst.split("train")),
+                "uniform-weight": 1,
+                "modality-weight": 1.0 / same_modality,
+                "train-loss": float(metrics[f"loss/{self.name}"]),
+                "train-acc": float(metrics[f"acc/{self.name}"]),
+                "arrived-val-acc": float(arrived_val),
+                "train-time-s": float(train_time),
+            }
+        )
+        shared = (
+            records.to_record(projection_params(self.model, self.name))
+            if fed.projection_sharing == "modality"
+            else None
+        )
         backbone = records.to_record(backbone_state(self.model), fed.wire_dtype)
         return records.train_reply(backbone, reply, shared)
 
@@ -217,24 +247,32 @@ class InstitutionClient:
             mm.load_state_dict(self.selection.state)
         tic = time.perf_counter()
         r = calibrate_and_evaluate(
-            mm, self.inst, self.cfg, self.device, seeded_generator(self.cfg.seed, "calibrate", self.name),
+            mm,
+            self.inst,
+            self.cfg,
+            self.device,
+            seeded_generator(self.cfg.seed, "calibrate", self.name),
             checkpoint=self.store.path / "model.pt",  # type: ignore[union-attr]
             extra={"selected-round": self.selection.best_at, "final-round": rnd},
         )
         trained = "running_stats" if r["bn"] == "tracked" else "test_batch_stats"
-        return records.metrics_reply(MetricRecord({
-            "num-examples": len(self.inst.split("test")),
-            "uniform-weight": 1,
-            "tracked-bn": int(r["bn"] == "tracked"),
-            "cal-val-acc": r["calibrated"]["val_acc"],
-            "cal-test-acc": r["calibrated"]["test_acc"],
-            "as-trained-val-acc": r[trained]["val_acc"],
-            "as-trained-test-acc": r[trained]["test_acc"],
-            "final-val-acc": float(final_val),
-            "selected-round": int(self.selection.best_at if self.selection.state is not None else rnd),
-            "calibration-time-s": float(r["calibration_s"]),
-            "calibrate-and-evaluate-time-s": float(time.perf_counter() - tic),
-        }))
+        return records.metrics_reply(
+            MetricRecord(
+                {
+                    "num-examples": len(self.inst.split("test")),
+                    "uniform-weight": 1,
+                    "tracked-bn": int(r["bn"] == "tracked"),
+                    "cal-val-acc": r["calibrated"]["val_acc"],
+                    "cal-test-acc": r["calibrated"]["test_acc"],
+                    "as-trained-val-acc": r[trained]["val_acc"],
+                    "as-trained-test-acc": r[trained]["test_acc"],
+                    "final-val-acc": float(final_val),
+                    "selected-round": int(self.selection.best_at if self.selection.state is not None else rnd),
+                    "calibration-time-s": float(r["calibration_s"]),
+                    "calibrate-and-evaluate-time-s": float(time.perf_counter() - tic),
+                }
+            )
+        )
 
 
 def projection_params(model: UMLModel, name: str) -> dict[str, torch.Tensor]:

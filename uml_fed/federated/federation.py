@@ -35,8 +35,9 @@ def one_line(reason: str) -> str:
     return lines[-1] if lines else str(reason)
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float, sent_to: dict[str, int] | None = None,
-             poll: float = 0.1) -> list[Message]:
+def exchange(
+    grid: Grid, messages: list[Message], timeout: float, sent_to: dict[str, int] | None = None, poll: float = 0.1
+) -> list[Message]:
     """Push ``messages`` and pull their replies until all are in or ``timeout`` passes.
 
     ``Grid.send_and_receive`` does the same, but the HttpGrid a ServerApp gets under ``flwr run``
@@ -81,11 +82,16 @@ class Federation:
     def nodes_of(self, institutions: list[str]) -> dict[int, str]:
         return {n: who for n, who in self.names.items() if who in institutions}
 
-    def query(self, message_type: str, content: RecordDict, institutions: list[str], timeout: float
-              ) -> dict[str, Message]:
-        messages = [Message(content=content, dst_node_id=n, message_type=message_type)
-                    for n in sorted(self.nodes_of(institutions))]
-        return {self.who(m): m for m in exchange(self.grid, messages, timeout, self.sent_to, self.cfg.fed.poll_interval)}
+    def query(
+        self, message_type: str, content: RecordDict, institutions: list[str], timeout: float
+    ) -> dict[str, Message]:
+        messages = [
+            Message(content=content, dst_node_id=n, message_type=message_type)
+            for n in sorted(self.nodes_of(institutions))
+        ]
+        return {
+            self.who(m): m for m in exchange(self.grid, messages, timeout, self.sent_to, self.cfg.fed.poll_interval)
+        }
 
     def describe(self, node_ids: list[int], timeout: float) -> list[int]:
         """Ask ``node_ids`` who they are; returns the nodes that did not answer.  A node that now
@@ -120,8 +126,11 @@ class Federation:
     def _check_classes(self, who: str, classes: list[str]) -> None:
         for other, info in self.info.items():
             if other != who and list(info["classes"]) != classes:
-                raise RunFailed(who, f"its class list {classes} differs from {other!r}'s {list(info['classes'])}; "
-                                     "all institutions must share one label space")
+                raise RunFailed(
+                    who,
+                    f"its class list {classes} differs from {other!r}'s {list(info['classes'])}; "
+                    "all institutions must share one label space",
+                )
 
     def refresh(self, timeout: float) -> None:
         """Describe nodes that connected since the last look."""
@@ -148,11 +157,18 @@ def handshake(grid: Grid, cfg: Config, expected: list[str]) -> tuple[Federation,
     if unknown:
         raise RunFailed(unknown[0], f"is not an institution of this run {expected}")
     if missing and (cfg.fed.min_nodes == 0 or len(expected) - len(missing) < cfg.fed.min_nodes):
-        raise RunFailed(missing[0], f"did not answer the handshake within fed.handshake_timeout="
-                                    f"{cfg.fed.handshake_timeout:.0f} s (not connected, or still loading its "
-                                    f"data); missing: {missing}")
+        raise RunFailed(
+            missing[0],
+            f"did not answer the handshake within fed.handshake_timeout="
+            f"{cfg.fed.handshake_timeout:.0f} s (not connected, or still loading its "
+            f"data); missing: {missing}",
+        )
     if missing:
-        log(WARNING, "institutions %s did not answer the handshake; continuing (fed.min_nodes=%d)", missing,
-            cfg.fed.min_nodes)
+        log(
+            WARNING,
+            "institutions %s did not answer the handshake; continuing (fed.min_nodes=%d)",
+            missing,
+            cfg.fed.min_nodes,
+        )
     classes = list(next(iter(federation.info.values()))["classes"])
     return federation, classes

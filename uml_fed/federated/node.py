@@ -38,13 +38,13 @@ def resolve_identity(cfg: Config, node_config: Mapping[str, Any]) -> Identity:
         if num != len(names):
             raise IdentityError(
                 f"the simulation has {num} SuperNodes but the run has {len(names)} institutions {names}; "
-                f"start it with --federation-config \"num-supernodes={len(names)}\""
+                f'start it with --federation-config "num-supernodes={len(names)}"'
             )
         name = names[pid]
     else:
         raise IdentityError(
             "node config has neither 'institution' (deployment) nor 'partition-id' (simulation); start the "
-            "SuperNode with --node-config 'institution=\"s1\" data-path=\"/data/s1\" output-dir=\"/out/s1\"'"
+            'SuperNode with --node-config \'institution="s1" data-path="/data/s1" output-dir="/out/s1"\''
         )
     out = node_config.get("output-dir")
     return Identity(name, Path(str(out)).expanduser() if out else None, node_config.get("data-path") or None)
@@ -78,8 +78,9 @@ def live_client(cfg: Config, ident: Identity, config: Mapping[str, Any]) -> Inst
     return client
 
 
-def serve(action: str, content: RecordDict, run_config: Mapping[str, Any], node_config: Mapping[str, Any]
-          ) -> RecordDict:
+def serve(
+    action: str, content: RecordDict, run_config: Mapping[str, Any], node_config: Mapping[str, Any]
+) -> RecordDict:
     """A node's answer to one message (``describe`` | ``train`` | ``calibrate``).
 
     A failure is told to the server as ``fed.error_detail`` says: ``full`` (the message), or ``type``
@@ -103,7 +104,9 @@ def serve(action: str, content: RecordDict, run_config: Mapping[str, Any], node_
         if detail == "auto":
             detail = "full" if "partition-id" in node_config else "type"
         code = hashlib.sha1(f"{type(e).__name__}: {e}".encode()).hexdigest()[:8]
-        text = f"{type(e).__name__}: {e}" if detail == "full" else f"{type(e).__name__} (code {code}; see the node's log)"
+        text = (
+            f"{type(e).__name__}: {e}" if detail == "full" else f"{type(e).__name__} (code {code}; see the node's log)"
+        )
         log(ERROR, "institution %s, %s: %s: %s (code %s)", ident.institution, action, type(e).__name__, e, code)
         if action == "describe":
             return records.describe_reply(ConfigRecord({"institution": ident.institution, "error": text}))

@@ -68,11 +68,17 @@ class RoundLog:
             return
         if row["round_s"] >= 0.9 * sum(times):
             self.warned_serial = True
-            log(WARNING, "round %d took %.1f s, the sum of the institutions' training times (%s): they trained "
+            log(
+                WARNING,
+                "round %d took %.1f s, the sum of the institutions' training times (%s): they trained "
                 "one after another. In a Ray simulation give each client fewer CPUs so that they run side by "
-                "side, e.g. --federation-config \"num-supernodes=%d client-resources-num-cpus=1\" (Flower's "
-                "default is 2 per client)", row["round"], row["round_s"], ", ".join(f"{t:.1f} s" for t in times),
-                len(times))
+                'side, e.g. --federation-config "num-supernodes=%d client-resources-num-cpus=1" (Flower\'s '
+                "default is 2 per client)",
+                row["round"],
+                row["round_s"],
+                ", ".join(f"{t:.1f} s" for t in times),
+                len(times),
+            )
 
     def _print(self, row: dict[str, Any]) -> None:
         r = row["round"]
@@ -85,8 +91,16 @@ class RoundLog:
         ]
         parts += [f"{who}: FAILED ({why})" for who, why in row["failed"].items()]
         parts += [f"{who}: no reply" for who in row["missing"]]
-        log(INFO, "round %d/%d | %s | round %.1f s, overhead %.1f s, ETA %s", r, self.rounds_total,
-            " | ".join(parts), row["round_s"], row["overhead_s"], _fmt_s(eta))
+        log(
+            INFO,
+            "round %d/%d | %s | round %.1f s, overhead %.1f s, ETA %s",
+            r,
+            self.rounds_total,
+            " | ".join(parts),
+            row["round_s"],
+            row["overhead_s"],
+            _fmt_s(eta),
+        )
         for who, why in row["failed"].items():
             log(WARNING, "round %d: institution %s failed: %s", r, who, why)
         if self.tensorboard is not None:

@@ -30,9 +30,11 @@ CALIBRATE = "query.calibrate"
 def to_record(state: Mapping[str, torch.Tensor], dtype: str = "float32") -> ArrayRecord:
     """Arrays for the wire; ``dtype`` float16 halves the bytes of floating-point arrays."""
     cast = getattr(torch, dtype)
-    return ArrayRecord(OrderedDict(
-        (k, v.detach().cpu().to(cast) if v.is_floating_point() else v.detach().cpu()) for k, v in state.items()
-    ))
+    return ArrayRecord(
+        OrderedDict(
+            (k, v.detach().cpu().to(cast) if v.is_floating_point() else v.detach().cpu()) for k, v in state.items()
+        )
+    )
 
 
 def to_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:

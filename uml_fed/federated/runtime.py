@@ -30,8 +30,10 @@ def server_config(run_config: Mapping[str, Any]) -> tuple[Config, list[str]]:
     """Typed config for the ServerApp with an absolute output directory, and the institutions."""
     cfg = from_run_config(run_config)
     if cfg.method.name != "uml":
-        raise ConfigError(f"method.name={cfg.method.name}: the comparison baselines run centralized only "
-                          f"(uml-fed centralized method={cfg.method.name}); federated runs train UML (method=uml)")
+        raise ConfigError(
+            f"method.name={cfg.method.name}: the comparison baselines run centralized only "
+            f"(uml-fed centralized method={cfg.method.name}); federated runs train UML (method=uml)"
+        )
     out = str(run_config.get("output-dir", "") or "")
     cfg.output_dir = str(Path(out).expanduser().resolve() if out else default_output_dir(cfg))
     return cfg, institution_names(cfg)

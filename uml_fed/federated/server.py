@@ -52,7 +52,9 @@ def run_key(cfg: Config) -> str:
 def initial_backbone(cfg: Config, num_classes: int) -> ArrayRecord:
     """The seeded initial shared backbone theta^0 (no projection: those stay with the institutions)."""
     seed_everything(cfg.seed)
-    return records.to_record(OrderedDict((k, v.clone()) for k, v in backbone_state(Backbone(num_classes, cfg.model)).items()))
+    return records.to_record(
+        OrderedDict((k, v.clone()) for k, v in backbone_state(Backbone(num_classes, cfg.model)).items())
+    )
 
 
 def choose(cfg: Config, institutions: list[str], server_round: int) -> list[str]:
@@ -63,8 +65,16 @@ def choose(cfg: Config, institutions: list[str], server_round: int) -> list[str]
     return sorted(random.Random(f"{cfg.seed}/{server_round}").sample(sorted(institutions), k))
 
 
-def train_round(grid: Grid, cfg: Config, federation: Federation, aggregator: Aggregator, server_round: int,
-                backbone: ArrayRecord, config: ConfigRecord, asked: list[str]) -> dict[str, Message]:
+def train_round(
+    grid: Grid,
+    cfg: Config,
+    federation: Federation,
+    aggregator: Aggregator,
+    server_round: int,
+    backbone: ArrayRecord,
+    config: ConfigRecord,
+    asked: list[str],
+) -> dict[str, Message]:
     """Each asked institution's final reply to round ``server_round`` (see the module docstring)."""
     final: dict[str, Message] = {}
     deadline = time.monotonic() + cfg.fed.rejoin_timeout
@@ -80,8 +90,10 @@ def train_round(grid: Grid, cfg: Config, federation: Federation, aggregator: Agg
         broken = {i: m.error.reason for i, m in failed.items() if m.error.code not in LOST}
         if cfg.fed.min_nodes:
             if len(asked) - len(lost) - len(broken) < cfg.fed.min_nodes:
-                raise RunFailed(sorted(set(lost) | set(broken))[0],
-                                f"round {server_round}: fewer than fed.min_nodes={cfg.fed.min_nodes} replies")
+                raise RunFailed(
+                    sorted(set(lost) | set(broken))[0],
+                    f"round {server_round}: fewer than fed.min_nodes={cfg.fed.min_nodes} replies",
+                )
             return final
         if broken:
             who = sorted(broken)[0]
@@ -89,8 +101,10 @@ def train_round(grid: Grid, cfg: Config, federation: Federation, aggregator: Agg
         if not lost:
             return final
         if time.monotonic() > deadline:
-            raise RunFailed(lost[0], f"round {server_round}: lost and not back within fed.rejoin_timeout="
-                                     f"{cfg.fed.rejoin_timeout:.0f} s")
+            raise RunFailed(
+                lost[0],
+                f"round {server_round}: lost and not back within fed.rejoin_timeout={cfg.fed.rejoin_timeout:.0f} s",
+            )
         log(INFO, "round %d: waiting for %s to come back", server_round, ", ".join(lost))
         time.sleep(cfg.fed.poll_interval * 10)
         federation.refresh(cfg.fed.handshake_timeout)
@@ -102,8 +116,13 @@ def run_federated(grid: Grid, cfg: Config, expected: list[str]) -> dict[str, Any
     try:
         return _run(grid, cfg, expected, run)
     except RunFailed as e:
-        results = {"mode": "federated", "status": "failed", "institution": e.institution, "reason": e.reason,
-                   "run_dir": str(run.path)}
+        results = {
+            "mode": "federated",
+            "status": "failed",
+            "institution": e.institution,
+            "reason": e.reason,
+            "run_dir": str(run.path),
+        }
         run.write_results(results)
         print(f"run failed: institution {e.institution}: {e.reason}", flush=True)
         raise
@@ -164,8 +183,11 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
         "resumed_after_round": first - 1 if cfg.fed.resume else None,
         "backbone_bytes_per_round": payload,
         "modalities": {},
-        "failures": [{"round": r["round"], "failed": r["failed"], "missing": r["missing"]}
-                     for r in progress.rounds if r["failed"] or r["missing"]],
+        "failures": [
+            {"round": r["round"], "failed": r["failed"], "missing": r["missing"]}
+            for r in progress.rounds
+            if r["failed"] or r["missing"]
+        ],
     }
     for who in expected:
         msg = replies.get(who)

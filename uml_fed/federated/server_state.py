@@ -20,19 +20,31 @@ from . import records
 
 
 def _config_text(cfg: Config) -> str:
-    return "\n".join(line for line in OmegaConf.to_yaml(OmegaConf.structured(cfg)).splitlines()
-                     if not line.strip().startswith("resume:"))
+    return "\n".join(
+        line
+        for line in OmegaConf.to_yaml(OmegaConf.structured(cfg)).splitlines()
+        if not line.strip().startswith("resume:")
+    )
 
 
 class ServerState:
     def __init__(self, run: RunDir) -> None:
         self.path = run.path / "server_state.pt"
 
-    def save(self, server_round: int, backbone: ArrayRecord, rounds: list[dict], aggregator: dict[str, Any],
-             cfg: Config) -> None:
+    def save(
+        self, server_round: int, backbone: ArrayRecord, rounds: list[dict], aggregator: dict[str, Any], cfg: Config
+    ) -> None:
         tmp = self.path.with_suffix(".tmp")
-        torch.save({"round": server_round, "backbone": records.to_state(backbone), "rounds": rounds,
-                    "aggregator": aggregator, "config": _config_text(cfg)}, tmp)
+        torch.save(
+            {
+                "round": server_round,
+                "backbone": records.to_state(backbone),
+                "rounds": rounds,
+                "aggregator": aggregator,
+                "config": _config_text(cfg),
+            },
+            tmp,
+        )
         tmp.replace(self.path)
 
     def load(self, cfg: Config) -> dict[str, Any]:

@@ -55,8 +55,12 @@ class Aggregator:
     def __init__(self, cfg: Config, modality_of: dict[str, str]) -> None:
         self.key = WEIGHT_KEYS[cfg.fed.weighting]
         kwargs: dict[str, Any] = dict(
-            fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=0,
-            min_available_nodes=1, weighted_by_key=self.key,
+            fraction_train=1.0,
+            fraction_evaluate=0.0,
+            min_train_nodes=1,
+            min_evaluate_nodes=0,
+            min_available_nodes=1,
+            weighted_by_key=self.key,
         )
         if cfg.fed.strategy == "fedprox":
             kwargs["proximal_mu"] = cfg.fed.proximal_mu  # the client adds the term (Flower's FedProx design)
@@ -69,7 +73,9 @@ class Aggregator:
     def messages(self, backbone: ArrayRecord, config: ConfigRecord, nodes: dict[int, str]) -> list[Message]:
         """One train message per node (institution) chosen for the round."""
         out = []
-        wire = backbone if self.wire_dtype == "float32" else records.to_record(records.to_state(backbone), self.wire_dtype)
+        wire = (
+            backbone if self.wire_dtype == "float32" else records.to_record(records.to_state(backbone), self.wire_dtype)
+        )
         for node, institution in sorted(nodes.items(), key=lambda kv: kv[1]):
             projection = self.projections.get(self.modality_of[institution]) if self.sharing else None
             content = records.train_content(wire, config, projection)
@@ -93,7 +99,8 @@ class Aggregator:
                 if shared[inst] is not None:
                     weight = MetricRecord({self.key: r.content[records.METRICS][self.key]})
                     by_modality.setdefault(self.modality_of[inst], []).append(
-                        RecordDict({records.PROJECTION: shared[inst], records.METRICS: weight}))
+                        RecordDict({records.PROJECTION: shared[inst], records.METRICS: weight})
+                    )
             for modality, contents in by_modality.items():
                 self.projections[modality] = aggregate_arrayrecords(contents, self.key)
         return backbone

@@ -28,6 +28,4 @@ def run_sweep(cfg: Config, overrides: list[str] | None = None) -> dict[str, Any]
     from ..experiments import run_experiment
 
     check_schedules(cfg.train.epochs, list(cfg.fed.sweep_local_epochs))
-    return run_experiment(
-        "fig4", [*(overrides or []), f"runner.seeds=[{cfg.seed}]", f"runner.root={cfg.output_dir}"]
-    )
+    return run_experiment("fig4", [*(overrides or []), f"runner.seeds=[{cfg.seed}]", f"runner.root={cfg.output_dir}"])

@@ -55,11 +55,14 @@ class CDAN(Baseline):
         in_features = cfg.cdan_randomized_dim if self.randomized else self.num_features * self.num_classes
         self.discriminator = domain_discriminator(in_features, cfg.disc_hidden, len(self.modalities))
 
-    def alignment(self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float) -> torch.Tensor:
+    def alignment(
+        self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
         f = torch.cat([features[m] for m in self.modalities])
         g = F.softmax(torch.cat([logits[m] for m in self.modalities]), dim=1).detach()
         h = randomized_map(f, g, self.r_f, self.r_g) if self.randomized else multilinear_map(f, g)
         coeff = grl_coefficient(progress, self.cfg.grl_max, self.cfg.grl_gamma)
         weights = 1.0 + torch.exp(-entropy(g)) if self.cfg.cdan_entropy else None
-        return modality_loss(self.discriminator(grad_reverse(h, coeff)), [len(features[m]) for m in self.modalities],
-                             weights)
+        return modality_loss(
+            self.discriminator(grad_reverse(h, coeff)), [len(features[m]) for m in self.modalities], weights
+        )

@@ -42,8 +42,10 @@ class Baseline(Method):
                 f"(configs/method/{cfg.name}.yaml does), got {model.cfg.projection_blocks}"
             )
         if len(model.modalities) < 2:
-            raise ConfigError(f"method.name={cfg.name} aligns modalities: list at least two in data.modalities "
-                              f"(got {model.modalities}), or use method=uml")
+            raise ConfigError(
+                f"method.name={cfg.name} aligns modalities: list at least two in data.modalities "
+                f"(got {model.modalities}), or use method=uml"
+            )
         self.modalities = model.modalities  # fixed order: modality k is class k of a discriminator
         self.num_features = model.backbone.fc.in_features
         self.num_classes = model.backbone.fc.out_features
@@ -56,7 +58,9 @@ class Baseline(Method):
         total = total + self.cfg.align_weight * self.alignment(features, logits, progress)
         return StepLoss(total, ce, logits)
 
-    def alignment(self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float) -> torch.Tensor:
+    def alignment(
+        self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
         """The method's term between the modalities' pooled features / logits (keyed in ``self.modalities`` order)."""
         raise NotImplementedError
 
@@ -91,8 +95,12 @@ def domain_discriminator(in_features: int, hidden: int, modalities: int) -> nn.S
     Linear-BN-ReLU layers and a linear head, here with one logit per modality (a K-way modality
     classifier; for K = 2 it is tllib's two-logit variant of DANN's binary domain classifier)."""
     return nn.Sequential(
-        nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+        nn.Linear(in_features, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(),
         nn.Linear(hidden, modalities),
     )
 
@@ -106,8 +114,9 @@ def modality_loss(scores: torch.Tensor, sizes: list[int], weights: torch.Tensor 
     weight equal when batch sizes differ.  ``weights`` (CDAN+E) are normalised within each modality,
     as the official CDAN ``loss.py`` normalises them within source and target.
     """
-    target = torch.repeat_interleave(torch.arange(len(sizes), device=scores.device),
-                                     torch.tensor(sizes, device=scores.device))
+    target = torch.repeat_interleave(
+        torch.arange(len(sizes), device=scores.device), torch.tensor(sizes, device=scores.device)
+    )
     ce = F.cross_entropy(scores, target, reduction="none")
     w = torch.ones_like(ce) if weights is None else weights
     return torch.stack([(wk * ck).sum() / wk.sum() for wk, ck in zip(w.split(sizes), ce.split(sizes))]).mean()

@@ -29,7 +29,9 @@ class DANN(Baseline):
         super().__init__(cfg, model)
         self.discriminator = domain_discriminator(self.num_features, cfg.disc_hidden, len(self.modalities))
 
-    def alignment(self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float) -> torch.Tensor:
+    def alignment(
+        self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
         coeff = grl_coefficient(progress, self.cfg.grl_max, self.cfg.grl_gamma)
         f = torch.cat([features[m] for m in self.modalities])
         # one discriminator call on the concatenated batch: its BatchNorm sees all modalities, as in tllib

@@ -80,11 +80,15 @@ class ISCA(Baseline):
     def __init__(self, cfg: MethodConfig, model: UMLModel) -> None:
         super().__init__(cfg, model)
         if model.cfg.shared_components < 1:
-            raise ConfigError("method.name=isca needs the per-modality linear maps: set model.shared_components > 0 "
-                              "(configs/method/isca.yaml sets it to model.width)")
+            raise ConfigError(
+                "method.name=isca needs the per-modality linear maps: set model.shared_components > 0 "
+                "(configs/method/isca.yaml sets it to model.width)"
+            )
         self.discriminator = isca_discriminator(self.num_features, len(self.modalities))
 
-    def alignment(self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float) -> torch.Tensor:
+    def alignment(
+        self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
         c = grad_reverse(torch.cat([features[m] for m in self.modalities]), 1.0)
         distribution = modality_loss(self.discriminator(c), [len(features[m]) for m in self.modalities])
         whitening = torch.stack([whitening_penalty(features[m]) for m in self.modalities]).mean()

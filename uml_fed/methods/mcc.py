@@ -37,5 +37,7 @@ def mcc_loss(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 class MCC(Baseline):
     name = "mcc"
 
-    def alignment(self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float) -> torch.Tensor:
+    def alignment(
+        self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
         return torch.stack([mcc_loss(logits[m], self.cfg.mcc_temperature) for m in self.modalities]).mean()

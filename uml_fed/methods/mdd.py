@@ -43,8 +43,9 @@ def shift_log(x: torch.Tensor, offset: float = 1e-6) -> torch.Tensor:
     return torch.log(torch.clamp(x + offset, max=1.0))
 
 
-def margin_disparity(adv_s: torch.Tensor, pred_s: torch.Tensor, adv_t: torch.Tensor, pred_t: torch.Tensor,
-                     margin: float) -> torch.Tensor:
+def margin_disparity(
+    adv_s: torch.Tensor, pred_s: torch.Tensor, adv_t: torch.Tensor, pred_t: torch.Tensor, margin: float
+) -> torch.Tensor:
     """D_gamma(s, t) from the adversary's logits and f's predicted labels on s and t."""
     source = F.cross_entropy(adv_s, pred_s)
     target = shift_log(1.0 - F.softmax(adv_t, dim=1)).gather(1, pred_t.unsqueeze(1)).mean()
@@ -59,7 +60,9 @@ class MDD(Baseline):
         self.pairs = [(s, t) for s in self.modalities for t in self.modalities if s != t]
         self.adversaries = nn.ModuleList(nn.Linear(self.num_features, self.num_classes) for _ in self.pairs)
 
-    def alignment(self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float) -> torch.Tensor:
+    def alignment(
+        self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
         coeff = grl_coefficient(progress, self.cfg.grl_max, self.cfg.grl_gamma)
         reversed_ = {m: grad_reverse(f, coeff) for m, f in features.items()}
         pred = {m: y.detach().argmax(dim=1) for m, y in logits.items()}

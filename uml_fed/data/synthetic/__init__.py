@@ -59,7 +59,7 @@ Everything is deterministic given ``seed`` and the institution's (or pool's) nam
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -144,7 +144,9 @@ def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list
             if unit not in parts:
                 parts[unit] = _cut(splits, data, seed, unit, [s.name for s in specs if unit_of(s) == unit])
             splits = {s: _rows(splits[s], idx) for s, idx in parts[unit][spec.part].items()}
-        inst = Institution(spec.name, list(spec.bands), list(CLASSES), splits, source="synthetic", modality=spec.modality)
+        inst = Institution(
+            spec.name, list(spec.bands), list(CLASSES), splits, source="synthetic", modality=spec.modality
+        )
         out.append(normalize_institution(inst))
     return out
 
@@ -155,7 +157,9 @@ def _generate(name: str, spec: InstitutionSpec, data: DataConfig, seed: int) -> 
     splits = {}
     for split, per_class in zip(SPLITS, data.split_sizes(name)):
         if data.paired:
-            maps, seg, y = scenes(per_class, data.patch_size, np.random.default_rng(_stable_seed(seed, split)), data.mixing)
+            maps, seg, y = scenes(
+                per_class, data.patch_size, np.random.default_rng(_stable_seed(seed, split)), data.mixing
+            )
             rng = np.random.default_rng(_stable_seed(seed, name, split, "sensor"))
             ids = [f"{split}-{i}" for i in range(len(y))]
             region = draw_regions(y, np.random.default_rng(_stable_seed(seed, split, "region")))
@@ -172,7 +176,9 @@ def _generate(name: str, spec: InstitutionSpec, data: DataConfig, seed: int) -> 
     return splits
 
 
-def _cut(pool: dict[str, Split], data: DataConfig, seed: int, unit: str, names: list[str]) -> list[dict[str, np.ndarray]]:
+def _cut(
+    pool: dict[str, Split], data: DataConfig, seed: int, unit: str, names: list[str]
+) -> list[dict[str, np.ndarray]]:
     """The pool's rows (all splits) partitioned; per part, the indices into each split."""
     labels = np.concatenate([pool[s].labels for s in SPLITS])
     split_of = [s for s in SPLITS for _ in range(len(pool[s]))]
@@ -183,4 +189,9 @@ def _cut(pool: dict[str, Split], data: DataConfig, seed: int, unit: str, names: 
 
 
 def _rows(split: Split, idx: np.ndarray) -> Split:
-    return Split(split.images[idx], split.labels[idx], [split.ids[i] for i in idx], {k: [v[i] for i in idx] for k, v in split.meta.items()})
+    return Split(
+        split.images[idx],
+        split.labels[idx],
+        [split.ids[i] for i in idx],
+        {k: [v[i] for i in idx] for k, v in split.meta.items()},
+    )

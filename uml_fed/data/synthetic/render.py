@@ -95,9 +95,7 @@ def render_optical(
         vigour = vigour * _regional(REGION_VIGOUR, region, effect, 1.0)
     veg = VEGETATION[maps]
     red = refl[..., 3:4]
-    refl = np.where(
-        (veg[..., None] & RED_EDGE_NIR[None, None, None, :]), red + (refl - red) * vigour[..., None], refl
-    )
+    refl = np.where((veg[..., None] & RED_EDGE_NIR[None, None, None, :]), red + (refl - red) * vigour[..., None], refl)
     moisture = _per_parcel(rng.uniform(0.7, 1.1, (n, NSEG)), seg)
     if effect:
         moisture = moisture * _regional(REGION_SOIL, region, effect, 1.0)
@@ -139,7 +137,6 @@ def render_sar(
         speckle = rng.gamma(shape=enl, scale=1.0 / enl, size=maps.shape)
         out[:, c] = np.clip(10.0 * np.log10(10.0 ** (db / 10.0) * speckle), -50.0, 10.0)
     return out
-
 
 
 def render_objects(labels: np.ndarray, bands: list[str], size: int, rng: np.random.Generator) -> np.ndarray:
@@ -184,4 +181,3 @@ def render(
     if kind == "objects":
         return render_objects(labels, bands, maps.shape[-1], rng)
     return render_optical(maps, seg, bands, rng, snr_scale, region, effect)
-

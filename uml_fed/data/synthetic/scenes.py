@@ -61,7 +61,9 @@ def _boundaries(seg: np.ndarray) -> np.ndarray:
     return edge
 
 
-def material_maps(cls: int, n: int, size: int, rng: np.random.Generator, mixing: float) -> tuple[np.ndarray, np.ndarray]:
+def material_maps(
+    cls: int, n: int, size: int, rng: np.random.Generator, mixing: float
+) -> tuple[np.ndarray, np.ndarray]:
     """n material maps and n parcel maps (both n x size x size, int) for land-cover class ``cls``.
 
     The parcel map gives every pixel the id (0..NSEG-1) of the field, parcel, block or stand it lies
@@ -120,12 +122,13 @@ def material_maps(cls: int, n: int, size: int, rng: np.random.Generator, mixing:
     return m, seg
 
 
-def scenes(per_class: int, size: int, rng: np.random.Generator, mixing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scenes(
+    per_class: int, size: int, rng: np.random.Generator, mixing: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``per_class`` scenes of every class: material maps, parcel maps and labels (class by class)."""
     drawn = [material_maps(cls, per_class, size, rng, mixing) for cls in range(len(CLASSES))]
     labels = np.repeat(np.arange(len(CLASSES), dtype=np.int64), per_class)
     return np.concatenate([d[0] for d in drawn]), np.concatenate([d[1] for d in drawn]), labels
-
 
 
 REGIONS = ["boreal", "temperate", "mediterranean"]
