@@ -34,17 +34,22 @@ def read_rounds(out):
     return [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
 
 
+K4 = ("s1_0", "s1_1", "s2_0", "s2_1")  # 2 sensors x 2 institutions (IID parts of each sensor's pool)
+K4_OVERRIDES = " ".join(tiny_overrides("data.partition.institutions=2", "fed.weighting=modality"))
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
-    """Two registered institutions plus an intruder with a key nobody registered; one 2-round run."""
+    """Four registered institutions (two per sensor) plus an intruder with a key nobody registered;
+    one 2-round run, each institution its own SuperNode process."""
     work = tmp_path_factory.mktemp("deploy")
-    dep = LocalDeployment(work, capture_replies=True)
+    dep = LocalDeployment(work, institutions=K4, capture_replies=True)
     try:
         dep.start()
         registered = {n["node-id"] for n in dep.nodes()}
         dep.make_credentials(["intruder"])  # a valid key pair, never passed to `flwr supernode register`
-        dep.start_supernode("intruder", institution="s1")
-        run = dep.run(tiny_run(work / "run"), timeout=300)
+        dep.start_supernode("intruder", institution="s1_0")
+        run = dep.run(tiny_run(work / "run", overrides=K4_OVERRIDES), timeout=400)
         nodes = dep.nodes()
         replies = dep.captured_replies()
         logs = {name: c.log_text() for name, c in dep.components.items()}
@@ -67,11 +72,14 @@ def test_tls_authenticated_deployment_runs_to_completion_and_leaves_no_process(d
     assert "--ssl-certfile" in dep.superlink_command() and "--enable-supernode-auth" in dep.superlink_command()
     assert f"run directory: {out}" in run.output
     results = json.loads((out / "results.json").read_text())
-    assert set(results["modalities"]) == {"s1", "s2"} and results["rounds"] == 2 and not results["failures"]
+    assert set(results["modalities"]) == set(K4) and results["rounds"] == 2 and not results["failures"]
+    assert results["weighting"] == "modality"
     assert [r["round"] for r in read_rounds(out)] == [1, 2]
-    assert all(sorted(r["replied"]) == ["s1", "s2"] for r in read_rounds(out))
+    assert all(sorted(r["replied"]) == list(K4) for r in read_rounds(out))
+    # modality weighting: each sensor weighs 1/2, split between its two institutions
+    assert all(c["modality-weight"] == 0.5 for r in read_rounds(out) for c in r["clients"].values())
     # each institution's private artefacts are on its own node's disk (node config output-dir)
-    for m in ("s1", "s2"):
+    for m in K4:
         assert len(list((deployed["work"] / "nodes" / m / m).glob("*/model.pt"))) == 1
     assert not dep.alive() and not processes_with(str(deployed["work"]))
 
@@ -87,7 +95,7 @@ def test_what_leaves_an_institution_is_only_backbone_arrays_and_scalars(deployed
     """
     replies = deployed["replies"]
     kinds = check_client_replies(replies, from_run_config(tiny_run("/unused")).model)
-    assert kinds == {"query.describe": 2, "train": 4, "query.calibrate": 2}
+    assert kinds == {"query.describe": 4, "train": 8, "query.calibrate": 4}
 
 
 def test_a_supernode_with_an_unregistered_key_is_refused(deployed):
