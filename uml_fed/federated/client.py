@@ -15,12 +15,8 @@ with r x L > ``train.select_after``.  If no round qualifies, the final model is 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import lru_cache
 from logging import WARNING
 from pathlib import Path
 from typing import Any
@@ -30,7 +26,7 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.common.logger import log
 
 from ..config import Config
-from ..data import Institution, load_institutions, modality_of
+from ..data import Institution, modality_of
 from ..evaluation import calibrate_and_evaluate, split_tensors
 from ..model import UMLModel, backbone_state, load_backbone_state, load_private_state, private_state, projection_state
 from ..train import (
@@ -48,44 +44,17 @@ from ..train import (
     train_one_epoch,
 )
 from . import records
-from .private_state import PrivateStore
-
-
-class IdentityError(ValueError):
-    """A node cannot tell which institution it is (node/run config)."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    institution: str
-    output_dir: Path | None  # the node's own folder for private state (deployment); None = the server's run dir
-    data_path: str | None = None
-
-
-@lru_cache(maxsize=4)
-def _institution(cfg_json: str, name: str, data_path: str | None) -> Institution:
-    cfg = Config()
-    d = json.loads(cfg_json)
-    cfg.seed = d.pop("__seed")
-    cfg.data = type(cfg.data)(**d)
-    if data_path:
-        cfg.data.root = data_path
-    return load_institutions(cfg, only=name)[0]
-
-
-def own_institution(cfg: Config, ident: Identity) -> Institution:
-    """The node's own data (loaded once per process)."""
-    d = {**dataclasses.asdict(cfg.data), "__seed": cfg.seed}
-    return _institution(json.dumps(d, sort_keys=True), ident.institution, ident.data_path)
+from .private_state import PrivateStateError, PrivateStore
 
 
 class InstitutionClient:
     """Local training, evaluation and calibration of one institution's model h_k = g o f_k."""
 
-    def __init__(self, cfg: Config, ident: Identity) -> None:
-        self.cfg, self.ident = cfg, ident
+    def __init__(self, cfg: Config, inst: Institution, output_dir: Path | None = None) -> None:
+        """``output_dir``: the node's own folder for private state (a deployed node's disk); None = the
+        server's run directory + ``clients/`` (simulation: one machine)."""
+        self.cfg, self.inst, self.output_dir = cfg, inst, output_dir
         self.device = resolve_device(cfg.train.device)
-        self.inst = own_institution(cfg, ident)
         self.name = self.inst.name
         self.modality = modality_of(cfg)[self.name]
         torch.manual_seed(derived_seed(cfg.seed, "init", self.name))
@@ -99,7 +68,7 @@ class InstitutionClient:
 
     def bind(self, config: Mapping[str, Any]) -> int:
         """Attach the run's private-state store (the message names the run); returns the server round."""
-        base = self.ident.output_dir or Path(str(config["output-dir"])) / "clients"
+        base = self.output_dir or Path(str(config["output-dir"])) / "clients"
         self.store = PrivateStore(base, self.name, str(config.get("run-key", "")))
         return int(config["server-round"])
 
@@ -122,7 +91,7 @@ class InstitutionClient:
         try:
             load_private_state(self.model, self.name, saved["private"])
         except ValueError as e:
-            raise IdentityError(
+            raise PrivateStateError(
                 f"institution {self.name!r}: the stored private state in {self.store.path} does not fit its "
                 f"data ({self.inst.in_channels} bands {self.inst.bands}): {e}"
             ) from e

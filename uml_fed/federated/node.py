@@ -7,9 +7,12 @@ institution's work.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from logging import ERROR
 from pathlib import Path
@@ -19,9 +22,37 @@ from flwr.app import ConfigRecord, RecordDict
 from flwr.common.logger import log
 
 from ..config import Config, from_run_config
-from ..data import institution_names
+from ..data import Institution, institution_names, load_institutions
 from . import records
-from .client import Identity, IdentityError, InstitutionClient
+from .client import InstitutionClient
+
+
+class IdentityError(ValueError):
+    """A node cannot tell which institution it is (node/run config)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    institution: str
+    output_dir: Path | None  # the node's own folder for private state (deployment); None = the server's run dir
+    data_path: str | None = None
+
+
+@lru_cache(maxsize=4)
+def _institution(cfg_json: str, name: str, data_path: str | None) -> Institution:
+    cfg = Config()
+    d = json.loads(cfg_json)
+    cfg.seed = d.pop("__seed")
+    cfg.data = type(cfg.data)(**d)
+    if data_path:
+        cfg.data.root = data_path
+    return load_institutions(cfg, only=name)[0]
+
+
+def own_institution(cfg: Config, ident: Identity) -> Institution:
+    """The node's own data (loaded once per process)."""
+    d = {**dataclasses.asdict(cfg.data), "__seed": cfg.seed}
+    return _institution(json.dumps(d, sort_keys=True), ident.institution, ident.data_path)
 
 
 def resolve_identity(cfg: Config, node_config: Mapping[str, Any]) -> Identity:
@@ -71,7 +102,7 @@ def live_client(cfg: Config, ident: Identity, config: Mapping[str, Any]) -> Inst
     round: the disk stays the truth).  A deployed node runs each message in a fresh process.
     """
     key = (id(cfg), ident, str(config.get("run-key", "")), str(config.get("output-dir", "")))
-    client = _LIVE.pop(key, None) or InstitutionClient(cfg, ident)
+    client = _LIVE.pop(key, None) or InstitutionClient(cfg, own_institution(cfg, ident), ident.output_dir)
     _LIVE[key] = client
     while len(_LIVE) > 8:
         _LIVE.popitem(last=False)
@@ -96,7 +127,7 @@ def serve(
     try:
         configure_torch(cfg)
         if action == "describe":
-            return records.describe_reply(InstitutionClient(cfg, ident).describe())
+            return records.describe_reply(InstitutionClient(cfg, own_institution(cfg, ident)).describe())
         client = live_client(cfg, ident, content[records.CONFIG])
         return client.train(content) if action == "train" else client.calibrate(content)
     except Exception as e:  # noqa: BLE001 - reported to the server, in full or reduced

@@ -29,6 +29,10 @@ import torch
 ROUND_FILE = re.compile(r"round_(\d+)\.pt")
 
 
+class PrivateStateError(ValueError):
+    """A stored private state does not fit the institution (other bands, other model)."""
+
+
 class PrivateStore:
     def __init__(self, base: str | Path, institution: str, run_key: str) -> None:
         if not run_key:
