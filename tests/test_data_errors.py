@@ -97,8 +97,10 @@ def test_wrong_native_size(ben, tmp_path):
             "EPSG:32633",
             from_origin(0, 0, 10, 10),
         )
-    with pytest.raises(DataError, match=r"_B05.tif' is 120x120 pixels, expected 60x60"):
+    with pytest.raises(DataError, match=r"_B05.tif' is 120x120 pixels, expected 60x60 \(data.resize=<side> resamples"):
         load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+    s1, s2 = load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS, resize=60))  # any native size, resampled
+    assert s2.split("train").images.shape[1:] == (12, 60, 60) and s1.split("train").images.shape[1:] == (2, 60, 60)
 
 
 def test_wrong_band_count(tmp_path):

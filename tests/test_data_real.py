@@ -167,6 +167,21 @@ def test_eurosat_rgb_jpg_and_sar_matched_by_name(euro, tmp_path):
     assert all(i.rsplit("_", 1)[0] == rgb.classes[k] for i, k in zip(rgb.split("train").ids, rgb.split("train").labels))
 
 
+@pytest.mark.parametrize("source", ["eurosat", "sen12ms"])
+def test_resize_reads_patches_of_any_size_in_every_reader(source, tmp_path):
+    """Patches that are not the archive's native size are refused, unless data.resize resamples them."""
+    if source == "eurosat":
+        fixtures.write_eurosat(tmp_path / "d", per_class=12, classes=["Forest", "River"], size=40)
+        kw, native = dict(modalities=["s1", "rgb", "ms"], classes=["Forest", "River"]), 64
+    else:
+        fixtures.write_sen12ms(tmp_path / "d", per_class=8, classes=SEN3[:2], size=96)
+        kw, native = dict(classes=SEN3[:2]), 256
+    with pytest.raises(DataError, match=rf"is \d+x\d+ pixels, expected {native}x{native} \(data.resize=<side>"):
+        load_real(cfg(source, tmp_path / "d", tmp_path / "c", **kw))
+    insts = load_real(cfg(source, tmp_path / "d", tmp_path / "c", resize=32, **kw))
+    assert {i.split("train").images.shape[2:] for i in insts} == {(32, 32)}
+
+
 def test_folder_source_png_tif_npy_and_resize(tmp_path):
     mods = {
         "sar": {"ext": "tif", "bands": 2, "size": 16},

@@ -137,7 +137,7 @@ class EuroSAT(RealSource):
             indexes=[order.index(b) + 1 for b in bands],
             count=len(order),
             dtype=s.dtype,
-            native=(64, 64),
+            native=self.native_size(64),
             out_size=self.out_size(sensor),
         )
         return arr, [str(path)]

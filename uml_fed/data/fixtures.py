@@ -301,8 +301,12 @@ def write_eurosat(
     seed: int = 0,
     scale: int = 1,
     modalities: tuple[str, ...] = ("rgb", "ms", "s1"),
+    size: int = 64,
 ) -> dict:
-    """EuroSAT RGB (``2750/``, jpg), MS (``ds/.../tif/``, 13 bands, B8A last) and SAR (``EuroSAT-SAR/``)."""
+    """EuroSAT RGB (``2750/``, jpg), MS (``ds/.../tif/``, 13 bands, B8A last) and SAR (``EuroSAT-SAR/``).
+
+    ``size`` other than 64 writes deliberately non-standard patches (tests of ``data.resize``).
+    """
     root = Path(root)
     sig = _Signal(len(classes), 16, seed)
     ms_dir = root / "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
@@ -314,13 +318,13 @@ def write_eurosat(
         stem = f"{cls}_{counters[cls]}"
         tr = from_origin(500000.0 + 640 * counters[cls], 5500000.0 - 640 * c, 10, 10)
         if "ms" in modalities:
-            ms = np.stack([_s2_uint16(sig, c, MS_FILE_ORDER.index(b), 64) for b in MS_FILE_ORDER])
+            ms = np.stack([_s2_uint16(sig, c, MS_FILE_ORDER.index(b), size) for b in MS_FILE_ORDER])
             write_geotiff(ms_dir / cls / f"{stem}.tif", ms, "EPSG:32631", tr)
         if "rgb" in modalities:
-            rgb = np.stack([np.clip(sig.field(c, b, 64) * 255, 0, 255) for b in (3, 2, 1)]).astype(np.uint8)
+            rgb = np.stack([np.clip(sig.field(c, b, size) * 255, 0, 255) for b in (3, 2, 1)]).astype(np.uint8)
             _write_image(root / "2750" / cls / f"{stem}.jpg", rgb, "JPEG")
         if "s1" in modalities:
-            s1 = np.stack([_s1_db(sig, c, 13 + b, 64, off) for b, off in enumerate((0.0, -7.0))])
+            s1 = np.stack([_s1_db(sig, c, 13 + b, size, off) for b, off in enumerate((0.0, -7.0))])
             write_geotiff(root / "EuroSAT-SAR" / cls / f"{stem}.tif", s1, "EPSG:4326",
                           from_origin(10.0 + 0.01 * counters[cls], 50.0 - 0.01 * c, 0.0001, 0.0001))  # fmt: skip
         labels[stem] = cls

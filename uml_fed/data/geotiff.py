@@ -43,7 +43,8 @@ def read_raster(
                     raise DataError(f"{what}: {str(path)!r} has dtype {f.dtypes[0]}, expected {dtype}")
                 if native is not None and (f.height, f.width) != tuple(native):
                     raise DataError(
-                        f"{what}: {str(path)!r} is {f.height}x{f.width} pixels, expected {native[0]}x{native[1]}"
+                        f"{what}: {str(path)!r} is {f.height}x{f.width} pixels, expected {native[0]}x{native[1]} "
+                        "(data.resize=<side> resamples patches of any size)"
                     )
                 idx = indexes or list(range(1, f.count + 1))
                 if max(idx) > f.count:

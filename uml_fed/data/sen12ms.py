@@ -184,7 +184,7 @@ class SEN12MS(RealSource):
             indexes=[s.bands.index(b) + 1 for b in bands],
             count=len(s.bands),
             dtype=s.dtype,
-            native=(256, 256),
+            native=self.native_size(256),
             out_size=self.out_size(sensor),
         )
         return arr, [str(path)]

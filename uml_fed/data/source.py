@@ -134,6 +134,11 @@ class RealSource:
     def out_size(self, sensor: str) -> int:
         return self.resize or self.sensors[sensor].size
 
+    def native_size(self, side: int) -> tuple[int, int] | None:
+        """The H x W a file must have (``side`` x ``side``), or ``None`` under ``data.resize``, which
+        resamples every patch, whatever its size, to ``data.resize`` x ``data.resize``."""
+        return None if self.resize else (side, side)
+
     def scan_options(self) -> dict[str, Any]:
         """Options that change the scan result (besides the files)."""
         return {}
