@@ -153,6 +153,15 @@ def test_eurosat_unknown_class_folder(tmp_path):
         load_real(cfg("eurosat", tmp_path / "e", tmp_path, modalities=["rgb"]))
 
 
+def test_eurosat_flat_file_without_a_class_name(tmp_path):
+    fixtures.write_eurosat(
+        tmp_path / "e", per_class=1, modalities=("s1",), sar_dir="eurosat_s1/all_imgs", sar_flat=True
+    )
+    (tmp_path / "e/eurosat_s1/all_imgs/Glacier_1.tif").write_bytes(b"")
+    with pytest.raises(DataError, match=r"file 'eurosat_s1/all_imgs/Glacier_1.tif' is not named <Class>_<n>.tif with"):
+        load_real(cfg("eurosat", tmp_path / "e", tmp_path, modalities=["s1"]))
+
+
 def test_absent_label_files(ben, tmp_path):
     root, info = ben
     p = _patch(root, info)

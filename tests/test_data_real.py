@@ -182,6 +182,19 @@ def test_resize_reads_patches_of_any_size_in_every_reader(source, tmp_path):
     assert {i.split("train").images.shape[2:] for i in insts} == {(32, 32)}
 
 
+@pytest.mark.parametrize("flat", [False, True])
+def test_eurosat_sar_copernicus_bench_layout(flat, tmp_path):
+    """EuroSAT-SAR as Copernicus-Bench ships it (``eurosat_s1/all_imgs/``) reads as the usual layout."""
+    info = fixtures.write_eurosat(tmp_path / "e", per_class=5, modalities=("s1",),
+                                  sar_dir="eurosat_s1/all_imgs", sar_flat=flat)  # fmt: skip
+    assert (Path(info["root"]) / "eurosat_s1/all_imgs" / ("" if flat else "Forest") / "Forest_1.tif").is_file()
+    usual_root = fixtures.write_eurosat(tmp_path / "u", per_class=5, modalities=("s1",))["root"]
+    (s1,) = load_real(cfg("eurosat", info["root"], tmp_path / "c", modalities=["s1"]), seed=0)
+    (usual,) = load_real(cfg("eurosat", usual_root, tmp_path / "c", modalities=["s1"]), seed=0)
+    assert s1.split("train").ids == usual.split("train").ids
+    np.testing.assert_array_equal(s1.split("train").images, usual.split("train").images)
+
+
 def test_folder_source_png_tif_npy_and_resize(tmp_path):
     mods = {
         "sar": {"ext": "tif", "bands": 2, "size": 16},

@@ -302,10 +302,14 @@ def write_eurosat(
     scale: int = 1,
     modalities: tuple[str, ...] = ("rgb", "ms", "s1"),
     size: int = 64,
+    sar_dir: str = "EuroSAT-SAR",
+    sar_flat: bool = False,
 ) -> dict:
     """EuroSAT RGB (``2750/``, jpg), MS (``ds/.../tif/``, 13 bands, B8A last) and SAR (``EuroSAT-SAR/``).
 
     ``size`` other than 64 writes deliberately non-standard patches (tests of ``data.resize``).
+    ``sar_dir="eurosat_s1/all_imgs"`` writes the SAR patches as Copernicus-Bench's EuroSAT-S1 ships them;
+    ``sar_flat`` puts them directly in ``sar_dir`` (``<Class>_<n>.tif``) instead of class folders.
     """
     root = Path(root)
     sig = _Signal(len(classes), 16, seed)
@@ -325,7 +329,8 @@ def write_eurosat(
             _write_image(root / "2750" / cls / f"{stem}.jpg", rgb, "JPEG")
         if "s1" in modalities:
             s1 = np.stack([_s1_db(sig, c, 13 + b, size, off) for b, off in enumerate((0.0, -7.0))])
-            write_geotiff(root / "EuroSAT-SAR" / cls / f"{stem}.tif", s1, "EPSG:4326",
+            sar = root / sar_dir if sar_flat else root / sar_dir / cls
+            write_geotiff(sar / f"{stem}.tif", s1, "EPSG:4326",
                           from_origin(10.0 + 0.01 * counters[cls], 50.0 - 0.01 * c, 0.0001, 0.0001))  # fmt: skip
         labels[stem] = cls
     return {"root": str(root), "labels": labels}
