@@ -173,6 +173,16 @@ def test_absent_label_files(ben, tmp_path):
         load_real(cfg("bigearthnet_v2", tmp_path / "v2", tmp_path, classes=CLS))
 
 
+def test_sen12ms_lc_codes_outside_igbp_without_nodata(tmp_path):
+    info = fixtures.write_sen12ms(tmp_path / "s", per_class=1, classes=["Savannas"], with_pkl=False, size=32)
+    lc = sorted((Path(info["root"]) / "ROIs1868_summer").glob("lc_*/*.tif"))[0]
+    fixtures.write_geotiff(lc, np.full((4, 32, 32), 255, np.uint16), "EPSG:32633", from_origin(0, 0, 10, 10))
+    with pytest.raises(
+        DataError, match=r"lc_1_p0.tif' band 1 has IGBP codes outside 1..17; pixels to ignore must carry"
+    ):
+        load_real(cfg("sen12ms", info["root"], tmp_path, classes=["Savannas"], resize=32))
+
+
 def test_sen12ms_missing_season(tmp_path):
     fixtures.write_sen12ms(tmp_path / "s", per_class=1, classes=["Savannas"], season="winter", with_pkl=False)
     with pytest.raises(MissingDataError, match=r"season folder '.*ROIs1868_summer' is missing"):

@@ -17,7 +17,7 @@ from uml_fed.data.bigearthnet import S2_BANDS, S2_NATIVE
 from uml_fed.data.eurosat import MS_BANDS
 from uml_fed.data.institutions import data_specs
 from uml_fed.data.pipeline import build_real, load_real, scene_ids
-from uml_fed.data.prepare import prepare_data
+from uml_fed.data.prepare import format_report, prepare_data
 from uml_fed.data.subsets import allocate
 
 SMALL = dict(train_per_class=2, val_per_class=1, test_per_class=1)
@@ -128,6 +128,26 @@ def test_sen12ms_season_labels_and_pkl_vs_lc(sen, tmp_path):
     finally:
         pkl.write_bytes(saved)
     assert scene_ids(insts2) == ids
+
+
+def test_sen12ms_lc_nodata_pixels_ignored_and_counted(tmp_path):
+    """Without the pkl, labels come from the lc raster's valid pixels; its nodata pixels are counted."""
+    info = fixtures.write_sen12ms(tmp_path / "s", per_class=6, classes=SEN3, with_pkl=False, size=64, lc_nodata=255)
+    root = Path(info["root"])
+    empty = sorted((root / "ROIs1868_summer").glob("lc_*/*.tif"))[0]  # a patch with no valid label pixel
+    fixtures.write_geotiff(empty, np.full((4, 64, 64), 255, np.uint16), "EPSG:32633", fixtures.from_origin(0, 0, 10, 10),
+                           nodata=255)  # fmt: skip
+    conf = load_config(["data=sen12ms", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}", "data.resize=64",
+                        "data.modalities=[s2]", "data.classes=[Savannas,Croplands,Water bodies]",
+                        "data.train_per_class=2", "data.val_per_class=1", "data.test_per_class=1"])  # fmt: skip
+    report = prepare_data(conf, echo=False)
+    assert report["excluded"] == {"lc_all_nodata": 1}
+    nodata = info["lc_nodata_pixels"] - 64 // 8 * 64 + 64 * 64
+    assert report["scan_counts"] == {"lc_nodata_pixels": nodata, "lc_patches_with_nodata": 18}
+    assert f"scan: lc_nodata_pixels={nodata}, lc_patches_with_nodata=18" in format_report(report)
+    (s2,) = load_real(conf.data)
+    for s in s2.splits.values():
+        assert [s2.classes[k] for k in s.labels] == [info["labels"][i] for i in s.ids]
 
 
 def test_sen12ms_igbp_schemes(tmp_path):

@@ -24,12 +24,14 @@ def read_raster(
     dtype: str | None = None,
     native: tuple[int, int] | None = None,
     out_size: int | None = None,
+    masked: bool = False,
 ) -> np.ndarray:
     """Read bands ``indexes`` (1-based) of one raster as ``C x H x W``, validating it first.
 
     ``count``/``dtype``/``native`` are what the format promises (band count, dtype, H x W); a
     mismatch, an unreadable file or non-finite pixels raise :class:`DataError` naming the file.
-    ``out_size`` resamples bilinearly (GDAL) to ``out_size x out_size``.
+    ``out_size`` resamples bilinearly (GDAL) to ``out_size x out_size``.  ``masked`` returns a
+    :class:`numpy.ma.MaskedArray` whose mask marks the pixels equal to the raster's nodata value.
     """
     if not path.is_file():
         raise MissingDataError(f"{what}: file {str(path)!r} is missing")
@@ -50,9 +52,11 @@ def read_raster(
                 if max(idx) > f.count:
                     raise DataError(f"{what}: {str(path)!r} has {f.count} bands, band {max(idx)} was requested")
                 if out_size is not None and (f.height, f.width) != (out_size, out_size):
-                    arr = f.read(idx, out_shape=(len(idx), out_size, out_size), resampling=Resampling.bilinear)
+                    arr = f.read(
+                        idx, out_shape=(len(idx), out_size, out_size), resampling=Resampling.bilinear, masked=masked
+                    )
                 else:
-                    arr = f.read(idx)
+                    arr = f.read(idx, masked=masked)
     except RasterioError as e:
         raise DataError(f"{what}: cannot read {str(path)!r} (corrupt or not a raster): {e}") from e
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():

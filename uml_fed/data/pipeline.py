@@ -71,6 +71,7 @@ def _build_root(
     scan = load_scan(source, croot, report)
     report["scan_seconds"] = round(time.perf_counter() - t0, 3)
     report["excluded"] = scan.excluded
+    report["scan_counts"] = scan.counts
     units = allocation_units(group)
     plan = allocate(
         scan.scenes, source.class_names(), units, {u: d.split_sizes(u) for u, _ in units}, seed=seed,

@@ -49,6 +49,7 @@ class Scene:
 class ScanResult:
     scenes: list[Scene]
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> number of scenes left out
+    counts: dict[str, int] = field(default_factory=dict)  # other tallies for the report, e.g. nodata label pixels
 
 
 class RealSource:
