@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 
 from uml_fed.config import DataConfig, load_config
 from uml_fed.data import fixtures
@@ -93,7 +94,7 @@ def test_wrong_native_size(ben, tmp_path):
     for p in _all_s2(root, info):
         fixtures.write_geotiff(
             root / "BigEarthNet-v1.0" / p / f"{p}_B05.tif",
-            np.ones((120, 120), np.uint16),
+            np.arange(120 * 120, dtype=np.uint16).reshape(120, 120),
             "EPSG:32633",
             from_origin(0, 0, 10, 10),
         )
@@ -213,3 +214,33 @@ def test_skip_unreadable_warns_replaces_and_counts(ben, tmp_path):
     with pytest.warns(UserWarning, match="skipping unreadable"):  # 10 scenes, 1 unreadable, 10 needed
         with pytest.raises(DataError, match=r"class 'Arable land': only 0 readable scenes left for the 'test' split"):
             load_real(full)
+
+
+@pytest.mark.parametrize("source", ["folder", "eurosat"])
+def test_constant_band_is_an_error_naming_institution_and_band(source, tmp_path):
+    """A z-score divides by the band's std: a band constant over the training split is refused (or kept unscaled)."""
+    if source == "folder":
+        info = fixtures.write_folder(tmp_path / "d", modalities={"arr": {"ext": "npy", "bands": 3, "size": 8}})
+        for f in Path(info["root"]).glob("arr/*/*.npy"):
+            x = np.load(f)
+            x[1] = 7.0
+            np.save(f, x)
+        kw, inst, band = dict(modalities=["arr"]), "arr", "b2"
+    else:
+        fixtures.write_eurosat(tmp_path / "d", per_class=4, classes=["Forest", "River"], modalities=("ms",))
+        for f in (tmp_path / "d").rglob("*.tif"):
+            with rasterio.open(f) as r:
+                x = r.read()
+            x[9] = 7  # B10, the 10th band of the file
+            fixtures.write_geotiff(f, x, "EPSG:32631", from_origin(0, 0, 10, 10))
+        kw, inst, band = dict(modalities=["ms"], classes=["Forest", "River"]), "ms", "B10"
+    with pytest.raises(
+        DataError,
+        match=rf"institution '{inst}': band\(s\) '{band}' \(always 7\) constant over its training split; a z-score "
+        r"divides .* or set data.constant_bands=warn",
+    ):
+        load_real(cfg(source, tmp_path / "d", tmp_path / "c", **kw))
+    with pytest.warns(UserWarning, match=rf"'{band}' \(always 7\) constant .*; kept centred but unscaled"):
+        (kept,) = load_real(cfg(source, tmp_path / "d", tmp_path / "c", constant_bands="warn", **kw))
+    i = kept.bands.index(band)
+    assert kept.std[i] == 1 and (kept.split("train").images[:, i] == 0).all()

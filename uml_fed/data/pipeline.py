@@ -9,7 +9,8 @@
 4. a partitioned pool's rows (all splits) are cut among its institutions (:mod:`.partition`);
 5. each institution's patches are decoded once into a compact ``.npy`` cache (:mod:`.cache`);
    later calls read the cache only, never the GeoTIFFs;
-6. arrays are z-scored with per-band statistics (own train split, or the published ones).
+6. arrays are z-scored with per-band statistics (own train split, or the published ones); a band
+   constant over the training split is an error naming it (``data.constant_bands=warn`` keeps it).
 
 A federated node asks for its own institution only (``only``): it reads its own sensor's files and
 the shared label files, and computes the same allocation and partition as every other node.
@@ -245,12 +246,12 @@ def _rel(root: Path, p: str | Path) -> str:
 def normalize(d: DataConfig, insts: list[Institution]) -> list[Institution]:
     """Z-score with the own training split's stats (default) or the published ones."""
     if d.normalization != "published":
-        return [normalize_institution(inst) for inst in insts]
+        return [normalize_institution(inst, constant_bands=d.constant_bands) for inst in insts]
     source = catalog(d)
     specs = {s.name: s for s in data_specs(d, source)}
     for inst in insts:
         spec = specs[inst.name]
-        normalize_institution(inst, *source.published_stats(spec.sensor, spec.bands))
+        normalize_institution(inst, *source.published_stats(spec.sensor, spec.bands), constant_bands=d.constant_bands)
     return insts
 
 
