@@ -14,7 +14,7 @@ from uml_fed.data import fixtures
 from uml_fed.data.base import DataError
 from uml_fed.data.fixtures import from_origin
 from uml_fed.data.institutions import data_specs
-from uml_fed.data.pipeline import load_real
+from uml_fed.data.pipeline import build_real, load_real
 from uml_fed.data.prepare import prepare_data
 from uml_fed.data.source import MissingDataError
 
@@ -244,3 +244,86 @@ def test_constant_band_is_an_error_naming_institution_and_band(source, tmp_path)
         (kept,) = load_real(cfg(source, tmp_path / "d", tmp_path / "c", constant_bands="warn", **kw))
     i = kept.bands.index(band)
     assert kept.std[i] == 1 and (kept.split("train").images[:, i] == 0).all()
+
+
+@pytest.fixture()
+def own(tmp_path):
+    """Own data, 2-band 16x16 float32 GeoTIFFs and 1-band .npy images, five per class (one spare)."""
+    mods = {"s1": {"ext": "tif", "bands": 2, "size": 16}, "arr": {"ext": "npy", "bands": 1, "size": 16}}
+    return Path(fixtures.write_folder(tmp_path / "own", modalities=mods, classes=("a", "b"), per_class=5)["root"])
+
+
+def test_folder_files_unlike_the_majority_are_named_in_one_error(own, tmp_path):
+    first, other = sorted(own.glob("s1/*/*.tif"))[0], sorted(own.glob("s1/b/*.tif"))[2]
+    fixtures.write_geotiff(first, np.ones((3, 16, 16), np.float32), "EPSG:32633", from_origin(0, 0, 10, 10))
+    fixtures.write_geotiff(other, np.ones((2, 20, 20), np.float32), "EPSG:32633", from_origin(0, 0, 10, 10))
+    with pytest.raises(
+        DataError,
+        match=rf"folder s1: 2 of 10 files differ from the majority \(2 band\(s\), 16x16, float32\): '{first}' \(3 band"
+        rf"\(s\), 16x16, float32\), '{other}' \(2 band\(s\), 20x20, float32\); fix or remove them",
+    ):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["s1"]))
+    with pytest.raises(DataError, match=r"1 of 10 files differ .* \(3 band\(s\), 16x16, float32\);"):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["s1"], resize=16))  # mixed sizes are fine now
+
+
+def test_folder_unreadable_first_file_named_and_skippable(own, tmp_path):
+    first = sorted(own.glob("arr/*/*.npy"))[0]
+    first.write_bytes(first.read_bytes()[:150])  # truncated: "mmap length is greater than file size"
+    with pytest.raises(
+        DataError,
+        match=rf"folder arr: cannot read '{first}' as .npy: .*; fix or remove it, or set data.skip_unreadable=true",
+    ):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["arr"]))
+    c = cfg("folder", own, tmp_path / "c", modalities=["arr"], skip_unreadable=True)
+    bad = f"a/{first.stem}"
+    with pytest.warns(
+        UserWarning, match=rf"skipping unreadable patch {bad} \(arr\): folder arr: cannot read '{first}'"
+    ):
+        (arr,), report = build_real(c, seed=0)  # drawn for a split, replaced by the class's spare
+    assert [x["id"] for x in report["institutions"]["arr"]["skipped"]] == [bad]
+    assert arr.bands == ["b1"] and len(arr.split("train")) == 4 and bad not in arr.split("train").ids
+
+
+def _break(own: Path, case: str) -> dict:
+    """Spoil the own-data fixture in one way; returns the config keys the case needs."""
+    if case == "all unreadable":
+        for f in own.glob("arr/*/*.npy"):
+            f.write_bytes(b"")
+        return dict(modalities=["arr"], skip_unreadable=True)
+    if case == "not square":
+        for f in own.glob("s1/*/*.tif"):
+            fixtures.write_geotiff(f, np.ones((2, 16, 12), np.float32), "EPSG:32633", from_origin(0, 0, 10, 10))
+    if case == "no files":
+        for f in own.glob("s1/*/*.tif"):
+            f.unlink()
+    if case == "class folders differ":
+        for f in own.glob("arr/b/*"):
+            f.unlink()
+        (own / "arr/b").rmdir()
+        return dict(modalities=["s1", "arr"])
+    return dict(modalities=["s1"], bands={"s1": ["VV"]} if case == "band names" else {})
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        (
+            "all unreadable",
+            r"folder arr: none of the 10 files can be read, e.g. folder arr: cannot read '.*\.npy' as \.npy",
+        ),
+        (
+            "not square",
+            r"folder s1: the images are 16x12 pixels \(e.g. '.*\.tif'\), not square; set data.resize=<side>",
+        ),
+        ("no files", r"folder s1: no image files under '.*own/s1'"),
+        ("class folders differ", r"class folders of 'arr' \['a'\] differ from 's1' \['a', 'b'\]"),
+        (
+            "band names",
+            r"data.bands.s1 names 1 bands but the files have 2 \(e.g. '.*\.tif'\); .* every channel in file",
+        ),
+    ],
+)
+def test_folder_errors_name_the_file_or_key(case, match, own, tmp_path):
+    with pytest.raises(DataError, match=match):
+        load_real(cfg("folder", own, tmp_path / "c", **_break(own, case)))

@@ -65,12 +65,12 @@ def read_raster(
     return arr
 
 
-def raster_count(path: Path, what: str) -> int:
-    """Band count of a raster (header only)."""
+def raster_header(path: Path, what: str) -> tuple[int, int, int, str]:
+    """Band count, height, width and dtype of a raster (its header only)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as f:
-                return int(f.count)
+                return int(f.count), int(f.height), int(f.width), str(f.dtypes[0])
     except RasterioError as e:
         raise DataError(f"{what}: cannot read {str(path)!r} (corrupt or not a raster): {e}") from e
