@@ -233,6 +233,58 @@ def test_folder_source_png_tif_npy_and_resize(tmp_path):
     assert real_institution_names(named) == ["photo_R", "photo_G", "photo_B"]
 
 
+def _folder_conf(root, cache, *extra: str):
+    return load_config(["data=folder", f"data.root={root}", f"data.cache_dir={cache}", "data.modalities=[s1,rgb]",
+                        "data.train_per_class=2", "data.val_per_class=1", "data.test_per_class=1", *extra])  # fmt: skip
+
+
+def test_folder_node_with_only_its_own_modality(tmp_path):
+    """A deployed node holds only its own modality's folder: it loads its institution, with the scenes and
+    classes the full load gives it, and knows the other modalities' names but not their bands."""
+    import shutil
+
+    from uml_fed.data import institution_specs, load_institutions
+
+    info = fixtures.write_folder(tmp_path / "all", per_class=5)
+    full = load_institutions(_folder_conf(info["root"], tmp_path / "c1"))
+    shutil.copytree(Path(info["root"]) / "s1", tmp_path / "node/s1")
+    node = _folder_conf(tmp_path / "node", tmp_path / "c2")
+    assert [(s.name, s.bands) for s in institution_specs(node)] == [("s1", ("b1", "b2")), ("rgb", ())]
+    (s1,) = load_institutions(node, only="s1")
+    assert s1.classes == full[0].classes == ["a", "b", "c"]
+    for split in ("train", "val", "test"):
+        assert s1.split(split).ids == full[0].split(split).ids
+        np.testing.assert_array_equal(s1.split(split).images, full[0].split(split).images)
+    with pytest.raises(DataError, match=r"modality folder '.*node/rgb' is missing"):
+        load_institutions(node, only="rgb")
+    with pytest.raises(DataError, match=r"data.per_band .* bands of 'rgb', which are unknown here .* data.bands.rgb"):
+        institution_specs(_folder_conf(tmp_path / "node", tmp_path / "c2", "data.per_band=true"))
+
+
+def test_folder_node_classes_from_its_own_folders(tmp_path):
+    """A node's class list is its own class folders, or data.classes, each of which must have its folder."""
+    from uml_fed.data import load_institutions
+
+    fixtures.write_folder(tmp_path / "node", modalities={"s1": {"ext": "tif", "bands": 2, "size": 8}}, per_class=4,
+                          classes=("a", "b", "c", "d"))  # fmt: skip
+    (s1,) = load_institutions(_folder_conf(tmp_path / "node", tmp_path / "c"), only="s1")
+    assert s1.classes == ["a", "b", "c", "d"]
+    (s1,) = load_institutions(_folder_conf(tmp_path / "node", tmp_path / "c", "data.classes=[d,a]"), only="s1")
+    assert s1.classes == ["d", "a"] and set(s1.split("train").labels) == {0, 1}
+    with pytest.raises(DataError, match=r"class folder '.*node/s1/e' is missing \(data.classes lists \['e'\]"):
+        load_institutions(_folder_conf(tmp_path / "node", tmp_path / "c", "data.classes=[a,e]"), only="s1")
+
+
+def test_folder_hidden_entries_are_neither_classes_nor_images(tmp_path):
+    info = fixtures.write_folder(tmp_path / "f", modalities={"s1": {"ext": "tif", "bands": 2, "size": 8}}, per_class=4)
+    root = Path(info["root"])
+    (root / "s1/.ipynb_checkpoints").mkdir()
+    (root / "s1/.ipynb_checkpoints/s1_00000-checkpoint.tif").write_bytes(b"not a tiff")
+    (root / "s1/a/._s1_00000.tif").write_bytes(b"AppleDouble")  # macOS resource fork
+    (s1,) = load_real(cfg("folder", root, tmp_path / "c", modalities=["s1"]), seed=0)
+    assert s1.classes == ["a", "b", "c"] and not any(i.split("/")[1].startswith(".") for i in s1.split("train").ids)
+
+
 # ------------------------------------------------------------------------------------------ subsets
 
 

@@ -32,7 +32,7 @@ class InstitutionSpec:
         str  # same modality = same bands = same projection shape: the sensor (s1, s2, rgb, ...) or <sensor>_<band>
     )
     sensor: str  # the source's sensor key whose files it reads
-    bands: tuple[str, ...]
+    bands: tuple[str, ...]  # () = not known on this machine (own data whose folder is at another node)
     part: int = -1  # index of its part of its modality's pool (data.partition); -1 = not partitioned
     parts: int = 1  # number of parts of that pool
 

@@ -13,7 +13,10 @@
    constant over the training split is an error naming it (``data.constant_bands=warn`` keeps it).
 
 A federated node asks for its own institution only (``only``): it reads its own sensor's files and
-the shared label files, and computes the same allocation and partition as every other node.
+the shared label files, and computes the same allocation and partition as every other node.  A
+source whose modalities hold different files (own data: ``coregistered=False``) reads only the
+folders on the node's machine, and its allocation deals out only the node's own sensor's scenes (a
+scene of another sensor could only go to that sensor's institutions).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def build_real(
         mine = [s for s in group if s.name in wanted]
         if mine:
             source = make_source(d, root, modalities=list(dict.fromkeys(s.sensor for s in group)))
+            if not source.coregistered:
+                group = [s for s in group if s.sensor in {m.sensor for m in mine}]
             out += _build_root(d, seed, source, group, mine, force, load, report)
     return out, report
 
