@@ -285,6 +285,20 @@ def test_folder_unreadable_first_file_named_and_skippable(own, tmp_path):
     assert arr.bands == ["b1"] and len(arr.split("train")) == 4 and bad not in arr.split("train").ids
 
 
+def test_folder_odd_file_skipped_when_asked(own, tmp_path):
+    """With data.skip_unreadable a file unlike the majority is left to the decoder, which skips and reports it."""
+    first = sorted(own.glob("arr/*/*.npy"))[0]
+    np.save(first, np.ones((2, 16, 16), np.float32))
+    with pytest.raises(DataError, match=rf"1 of 10 files differ .*: '{first}' \(2 band\(s\), 16x16, float32\)"):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["arr"]))
+    c = cfg("folder", own, tmp_path / "c", modalities=["arr"], skip_unreadable=True)
+    with pytest.warns(
+        UserWarning, match=rf"folder arr: '{first}' is \(2, 16, 16\) float32, expected 1 x H x W float32"
+    ):
+        (arr,), report = build_real(c, seed=0)
+    assert [x["id"] for x in report["institutions"]["arr"]["skipped"]] == [f"a/{first.stem}"]
+
+
 def _break(own: Path, case: str) -> dict:
     """Spoil the own-data fixture in one way; returns the config keys the case needs."""
     if case == "all unreadable":
