@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 
 from uml_fed.config import DataConfig, load_config
 from uml_fed.data import fixtures
 from uml_fed.data.base import DataError
 from uml_fed.data.fixtures import from_origin
 from uml_fed.data.institutions import data_specs
-from uml_fed.data.pipeline import load_real
+from uml_fed.data.pipeline import build_real, load_real
 from uml_fed.data.prepare import prepare_data
 from uml_fed.data.source import MissingDataError
 
@@ -93,12 +94,14 @@ def test_wrong_native_size(ben, tmp_path):
     for p in _all_s2(root, info):
         fixtures.write_geotiff(
             root / "BigEarthNet-v1.0" / p / f"{p}_B05.tif",
-            np.ones((120, 120), np.uint16),
+            np.arange(120 * 120, dtype=np.uint16).reshape(120, 120),
             "EPSG:32633",
             from_origin(0, 0, 10, 10),
         )
-    with pytest.raises(DataError, match=r"_B05.tif' is 120x120 pixels, expected 60x60"):
+    with pytest.raises(DataError, match=r"_B05.tif' is 120x120 pixels, expected 60x60 \(data.resize=<side> resamples"):
         load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+    s1, s2 = load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS, resize=60))  # any native size, resampled
+    assert s2.split("train").images.shape[1:] == (12, 60, 60) and s1.split("train").images.shape[1:] == (2, 60, 60)
 
 
 def test_wrong_band_count(tmp_path):
@@ -151,6 +154,15 @@ def test_eurosat_unknown_class_folder(tmp_path):
         load_real(cfg("eurosat", tmp_path / "e", tmp_path, modalities=["rgb"]))
 
 
+def test_eurosat_flat_file_without_a_class_name(tmp_path):
+    fixtures.write_eurosat(
+        tmp_path / "e", per_class=1, modalities=("s1",), sar_dir="eurosat_s1/all_imgs", sar_flat=True
+    )
+    (tmp_path / "e/eurosat_s1/all_imgs/Glacier_1.tif").write_bytes(b"")
+    with pytest.raises(DataError, match=r"file 'eurosat_s1/all_imgs/Glacier_1.tif' is not named <Class>_<n>.tif with"):
+        load_real(cfg("eurosat", tmp_path / "e", tmp_path, modalities=["s1"]))
+
+
 def test_absent_label_files(ben, tmp_path):
     root, info = ben
     p = _patch(root, info)
@@ -160,6 +172,16 @@ def test_absent_label_files(ben, tmp_path):
     (tmp_path / "v2").mkdir()
     with pytest.raises(MissingDataError, match=r"(?s)label file '.*metadata.parquet' is missing.*Expected layout"):
         load_real(cfg("bigearthnet_v2", tmp_path / "v2", tmp_path, classes=CLS))
+
+
+def test_sen12ms_lc_codes_outside_igbp_without_nodata(tmp_path):
+    info = fixtures.write_sen12ms(tmp_path / "s", per_class=1, classes=["Savannas"], with_pkl=False, size=32)
+    lc = sorted((Path(info["root"]) / "ROIs1868_summer").glob("lc_*/*.tif"))[0]
+    fixtures.write_geotiff(lc, np.full((4, 32, 32), 255, np.uint16), "EPSG:32633", from_origin(0, 0, 10, 10))
+    with pytest.raises(
+        DataError, match=r"lc_1_p0.tif' band 1 has IGBP codes outside 1..17; pixels to ignore must carry"
+    ):
+        load_real(cfg("sen12ms", info["root"], tmp_path, classes=["Savannas"], resize=32))
 
 
 def test_sen12ms_missing_season(tmp_path):
@@ -192,3 +214,130 @@ def test_skip_unreadable_warns_replaces_and_counts(ben, tmp_path):
     with pytest.warns(UserWarning, match="skipping unreadable"):  # 10 scenes, 1 unreadable, 10 needed
         with pytest.raises(DataError, match=r"class 'Arable land': only 0 readable scenes left for the 'test' split"):
             load_real(full)
+
+
+@pytest.mark.parametrize("source", ["folder", "eurosat"])
+def test_constant_band_is_an_error_naming_institution_and_band(source, tmp_path):
+    """A z-score divides by the band's std: a band constant over the training split is refused (or kept unscaled)."""
+    if source == "folder":
+        info = fixtures.write_folder(tmp_path / "d", modalities={"arr": {"ext": "npy", "bands": 3, "size": 8}})
+        for f in Path(info["root"]).glob("arr/*/*.npy"):
+            x = np.load(f)
+            x[1] = 7.0
+            np.save(f, x)
+        kw, inst, band = dict(modalities=["arr"]), "arr", "b2"
+    else:
+        fixtures.write_eurosat(tmp_path / "d", per_class=4, classes=["Forest", "River"], modalities=("ms",))
+        for f in (tmp_path / "d").rglob("*.tif"):
+            with rasterio.open(f) as r:
+                x = r.read()
+            x[9] = 7  # B10, the 10th band of the file
+            fixtures.write_geotiff(f, x, "EPSG:32631", from_origin(0, 0, 10, 10))
+        kw, inst, band = dict(modalities=["ms"], classes=["Forest", "River"]), "ms", "B10"
+    with pytest.raises(
+        DataError,
+        match=rf"institution '{inst}': band\(s\) '{band}' \(always 7\) constant over its training split; a z-score "
+        r"divides .* or set data.constant_bands=warn",
+    ):
+        load_real(cfg(source, tmp_path / "d", tmp_path / "c", **kw))
+    with pytest.warns(UserWarning, match=rf"'{band}' \(always 7\) constant .*; kept centred but unscaled"):
+        (kept,) = load_real(cfg(source, tmp_path / "d", tmp_path / "c", constant_bands="warn", **kw))
+    i = kept.bands.index(band)
+    assert kept.std[i] == 1 and (kept.split("train").images[:, i] == 0).all()
+
+
+@pytest.fixture()
+def own(tmp_path):
+    """Own data, 2-band 16x16 float32 GeoTIFFs and 1-band .npy images, five per class (one spare)."""
+    mods = {"s1": {"ext": "tif", "bands": 2, "size": 16}, "arr": {"ext": "npy", "bands": 1, "size": 16}}
+    return Path(fixtures.write_folder(tmp_path / "own", modalities=mods, classes=("a", "b"), per_class=5)["root"])
+
+
+def test_folder_files_unlike_the_majority_are_named_in_one_error(own, tmp_path):
+    first, other = sorted(own.glob("s1/*/*.tif"))[0], sorted(own.glob("s1/b/*.tif"))[2]
+    fixtures.write_geotiff(first, np.ones((3, 16, 16), np.float32), "EPSG:32633", from_origin(0, 0, 10, 10))
+    fixtures.write_geotiff(other, np.ones((2, 20, 20), np.float32), "EPSG:32633", from_origin(0, 0, 10, 10))
+    with pytest.raises(
+        DataError,
+        match=rf"folder s1: 2 of 10 files differ from the majority \(2 band\(s\), 16x16, float32\): '{first}' \(3 band"
+        rf"\(s\), 16x16, float32\), '{other}' \(2 band\(s\), 20x20, float32\); fix or remove them",
+    ):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["s1"]))
+    with pytest.raises(DataError, match=r"1 of 10 files differ .* \(3 band\(s\), 16x16, float32\);"):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["s1"], resize=16))  # mixed sizes are fine now
+
+
+def test_folder_unreadable_first_file_named_and_skippable(own, tmp_path):
+    first = sorted(own.glob("arr/*/*.npy"))[0]
+    first.write_bytes(first.read_bytes()[:150])  # truncated: "mmap length is greater than file size"
+    with pytest.raises(
+        DataError,
+        match=rf"folder arr: cannot read '{first}' as .npy: .*; fix or remove it, or set data.skip_unreadable=true",
+    ):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["arr"]))
+    c = cfg("folder", own, tmp_path / "c", modalities=["arr"], skip_unreadable=True)
+    bad = f"a/{first.stem}"
+    with pytest.warns(
+        UserWarning, match=rf"skipping unreadable patch {bad} \(arr\): folder arr: cannot read '{first}'"
+    ):
+        (arr,), report = build_real(c, seed=0)  # drawn for a split, replaced by the class's spare
+    assert [x["id"] for x in report["institutions"]["arr"]["skipped"]] == [bad]
+    assert arr.bands == ["b1"] and len(arr.split("train")) == 4 and bad not in arr.split("train").ids
+
+
+def test_folder_odd_file_skipped_when_asked(own, tmp_path):
+    """With data.skip_unreadable a file unlike the majority is left to the decoder, which skips and reports it."""
+    first = sorted(own.glob("arr/*/*.npy"))[0]
+    np.save(first, np.ones((2, 16, 16), np.float32))
+    with pytest.raises(DataError, match=rf"1 of 10 files differ .*: '{first}' \(2 band\(s\), 16x16, float32\)"):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["arr"]))
+    c = cfg("folder", own, tmp_path / "c", modalities=["arr"], skip_unreadable=True)
+    with pytest.warns(
+        UserWarning, match=rf"folder arr: '{first}' is \(2, 16, 16\) float32, expected 1 x H x W float32"
+    ):
+        (arr,), report = build_real(c, seed=0)
+    assert [x["id"] for x in report["institutions"]["arr"]["skipped"]] == [f"a/{first.stem}"]
+
+
+def _break(own: Path, case: str) -> dict:
+    """Spoil the own-data fixture in one way; returns the config keys the case needs."""
+    if case == "all unreadable":
+        for f in own.glob("arr/*/*.npy"):
+            f.write_bytes(b"")
+        return dict(modalities=["arr"], skip_unreadable=True)
+    if case == "not square":
+        for f in own.glob("s1/*/*.tif"):
+            fixtures.write_geotiff(f, np.ones((2, 16, 12), np.float32), "EPSG:32633", from_origin(0, 0, 10, 10))
+    if case == "no files":
+        for f in own.glob("s1/*/*.tif"):
+            f.unlink()
+    if case == "class folders differ":
+        for f in own.glob("arr/b/*"):
+            f.unlink()
+        (own / "arr/b").rmdir()
+        return dict(modalities=["s1", "arr"])
+    return dict(modalities=["s1"], bands={"s1": ["VV"]} if case == "band names" else {})
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        (
+            "all unreadable",
+            r"folder arr: none of the 10 files can be read, e.g. folder arr: cannot read '.*\.npy' as \.npy",
+        ),
+        (
+            "not square",
+            r"folder s1: the images are 16x12 pixels \(e.g. '.*\.tif'\), not square; set data.resize=<side>",
+        ),
+        ("no files", r"folder s1: no image files under '.*own/s1'"),
+        ("class folders differ", r"class folders of 'arr' \['a'\] differ from 's1' \['a', 'b'\]"),
+        (
+            "band names",
+            r"data.bands.s1 names 1 bands but the files have 2 \(e.g. '.*\.tif'\); .* every channel in file",
+        ),
+    ],
+)
+def test_folder_errors_name_the_file_or_key(case, match, own, tmp_path):
+    with pytest.raises(DataError, match=match):
+        load_real(cfg("folder", own, tmp_path / "c", **_break(own, case)))

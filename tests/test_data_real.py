@@ -17,7 +17,7 @@ from uml_fed.data.bigearthnet import S2_BANDS, S2_NATIVE
 from uml_fed.data.eurosat import MS_BANDS
 from uml_fed.data.institutions import data_specs
 from uml_fed.data.pipeline import build_real, load_real, scene_ids
-from uml_fed.data.prepare import prepare_data
+from uml_fed.data.prepare import format_report, prepare_data
 from uml_fed.data.subsets import allocate
 
 SMALL = dict(train_per_class=2, val_per_class=1, test_per_class=1)
@@ -130,6 +130,26 @@ def test_sen12ms_season_labels_and_pkl_vs_lc(sen, tmp_path):
     assert scene_ids(insts2) == ids
 
 
+def test_sen12ms_lc_nodata_pixels_ignored_and_counted(tmp_path):
+    """Without the pkl, labels come from the lc raster's valid pixels; its nodata pixels are counted."""
+    info = fixtures.write_sen12ms(tmp_path / "s", per_class=6, classes=SEN3, with_pkl=False, size=64, lc_nodata=255)
+    root = Path(info["root"])
+    empty = sorted((root / "ROIs1868_summer").glob("lc_*/*.tif"))[0]  # a patch with no valid label pixel
+    fixtures.write_geotiff(empty, np.full((4, 64, 64), 255, np.uint16), "EPSG:32633", fixtures.from_origin(0, 0, 10, 10),
+                           nodata=255)  # fmt: skip
+    conf = load_config(["data=sen12ms", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}", "data.resize=64",
+                        "data.modalities=[s2]", "data.classes=[Savannas,Croplands,Water bodies]",
+                        "data.train_per_class=2", "data.val_per_class=1", "data.test_per_class=1"])  # fmt: skip
+    report = prepare_data(conf, echo=False)
+    assert report["excluded"] == {"lc_all_nodata": 1}
+    nodata = info["lc_nodata_pixels"] - 64 // 8 * 64 + 64 * 64
+    assert report["scan_counts"] == {"lc_nodata_pixels": nodata, "lc_patches_with_nodata": 18}
+    assert f"scan: lc_nodata_pixels={nodata}, lc_patches_with_nodata=18" in format_report(report)
+    (s2,) = load_real(conf.data)
+    for s in s2.splits.values():
+        assert [s2.classes[k] for k in s.labels] == [info["labels"][i] for i in s.ids]
+
+
 def test_sen12ms_igbp_schemes(tmp_path):
     from uml_fed.data.sen12ms import SEN12MS
 
@@ -167,6 +187,34 @@ def test_eurosat_rgb_jpg_and_sar_matched_by_name(euro, tmp_path):
     assert all(i.rsplit("_", 1)[0] == rgb.classes[k] for i, k in zip(rgb.split("train").ids, rgb.split("train").labels))
 
 
+@pytest.mark.parametrize("source", ["eurosat", "sen12ms"])
+def test_resize_reads_patches_of_any_size_in_every_reader(source, tmp_path):
+    """Patches that are not the archive's native size are refused, unless data.resize resamples them."""
+    if source == "eurosat":
+        fixtures.write_eurosat(tmp_path / "d", per_class=12, classes=["Forest", "River"], size=40)
+        kw, native = dict(modalities=["s1", "rgb", "ms"], classes=["Forest", "River"]), 64
+    else:
+        fixtures.write_sen12ms(tmp_path / "d", per_class=8, classes=SEN3[:2], size=96)
+        kw, native = dict(classes=SEN3[:2]), 256
+    with pytest.raises(DataError, match=rf"is \d+x\d+ pixels, expected {native}x{native} \(data.resize=<side>"):
+        load_real(cfg(source, tmp_path / "d", tmp_path / "c", **kw))
+    insts = load_real(cfg(source, tmp_path / "d", tmp_path / "c", resize=32, **kw))
+    assert {i.split("train").images.shape[2:] for i in insts} == {(32, 32)}
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_eurosat_sar_copernicus_bench_layout(flat, tmp_path):
+    """EuroSAT-SAR as Copernicus-Bench ships it (``eurosat_s1/all_imgs/``) reads as the usual layout."""
+    info = fixtures.write_eurosat(tmp_path / "e", per_class=5, modalities=("s1",),
+                                  sar_dir="eurosat_s1/all_imgs", sar_flat=flat)  # fmt: skip
+    assert (Path(info["root"]) / "eurosat_s1/all_imgs" / ("" if flat else "Forest") / "Forest_1.tif").is_file()
+    usual_root = fixtures.write_eurosat(tmp_path / "u", per_class=5, modalities=("s1",))["root"]
+    (s1,) = load_real(cfg("eurosat", info["root"], tmp_path / "c", modalities=["s1"]), seed=0)
+    (usual,) = load_real(cfg("eurosat", usual_root, tmp_path / "c", modalities=["s1"]), seed=0)
+    assert s1.split("train").ids == usual.split("train").ids
+    np.testing.assert_array_equal(s1.split("train").images, usual.split("train").images)
+
+
 def test_folder_source_png_tif_npy_and_resize(tmp_path):
     mods = {
         "sar": {"ext": "tif", "bands": 2, "size": 16},
@@ -183,6 +231,58 @@ def test_folder_source_png_tif_npy_and_resize(tmp_path):
         "folder", info["root"], tmp_path / "d", modalities=["photo"], bands={"photo": ["R", "G", "B"]}, per_band=True
     )
     assert real_institution_names(named) == ["photo_R", "photo_G", "photo_B"]
+
+
+def _folder_conf(root, cache, *extra: str):
+    return load_config(["data=folder", f"data.root={root}", f"data.cache_dir={cache}", "data.modalities=[s1,rgb]",
+                        "data.train_per_class=2", "data.val_per_class=1", "data.test_per_class=1", *extra])  # fmt: skip
+
+
+def test_folder_node_with_only_its_own_modality(tmp_path):
+    """A deployed node holds only its own modality's folder: it loads its institution, with the scenes and
+    classes the full load gives it, and knows the other modalities' names but not their bands."""
+    import shutil
+
+    from uml_fed.data import institution_specs, load_institutions
+
+    info = fixtures.write_folder(tmp_path / "all", per_class=5)
+    full = load_institutions(_folder_conf(info["root"], tmp_path / "c1"))
+    shutil.copytree(Path(info["root"]) / "s1", tmp_path / "node/s1")
+    node = _folder_conf(tmp_path / "node", tmp_path / "c2")
+    assert [(s.name, s.bands) for s in institution_specs(node)] == [("s1", ("b1", "b2")), ("rgb", ())]
+    (s1,) = load_institutions(node, only="s1")
+    assert s1.classes == full[0].classes == ["a", "b", "c"]
+    for split in ("train", "val", "test"):
+        assert s1.split(split).ids == full[0].split(split).ids
+        np.testing.assert_array_equal(s1.split(split).images, full[0].split(split).images)
+    with pytest.raises(DataError, match=r"modality folder '.*node/rgb' is missing"):
+        load_institutions(node, only="rgb")
+    with pytest.raises(DataError, match=r"data.per_band .* bands of 'rgb', which are unknown here .* data.bands.rgb"):
+        institution_specs(_folder_conf(tmp_path / "node", tmp_path / "c2", "data.per_band=true"))
+
+
+def test_folder_node_classes_from_its_own_folders(tmp_path):
+    """A node's class list is its own class folders, or data.classes, each of which must have its folder."""
+    from uml_fed.data import load_institutions
+
+    fixtures.write_folder(tmp_path / "node", modalities={"s1": {"ext": "tif", "bands": 2, "size": 8}}, per_class=4,
+                          classes=("a", "b", "c", "d"))  # fmt: skip
+    (s1,) = load_institutions(_folder_conf(tmp_path / "node", tmp_path / "c"), only="s1")
+    assert s1.classes == ["a", "b", "c", "d"]
+    (s1,) = load_institutions(_folder_conf(tmp_path / "node", tmp_path / "c", "data.classes=[d,a]"), only="s1")
+    assert s1.classes == ["d", "a"] and set(s1.split("train").labels) == {0, 1}
+    with pytest.raises(DataError, match=r"class folder '.*node/s1/e' is missing \(data.classes lists \['e'\]"):
+        load_institutions(_folder_conf(tmp_path / "node", tmp_path / "c", "data.classes=[a,e]"), only="s1")
+
+
+def test_folder_hidden_entries_are_neither_classes_nor_images(tmp_path):
+    info = fixtures.write_folder(tmp_path / "f", modalities={"s1": {"ext": "tif", "bands": 2, "size": 8}}, per_class=4)
+    root = Path(info["root"])
+    (root / "s1/.ipynb_checkpoints").mkdir()
+    (root / "s1/.ipynb_checkpoints/s1_00000-checkpoint.tif").write_bytes(b"not a tiff")
+    (root / "s1/a/._s1_00000.tif").write_bytes(b"AppleDouble")  # macOS resource fork
+    (s1,) = load_real(cfg("folder", root, tmp_path / "c", modalities=["s1"]), seed=0)
+    assert s1.classes == ["a", "b", "c"] and not any(i.split("/")[1].startswith(".") for i in s1.split("train").ids)
 
 
 # ------------------------------------------------------------------------------------------ subsets

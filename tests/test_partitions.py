@@ -283,6 +283,7 @@ def test_explicit_real_institutions_of_one_sensor_get_disjoint_scenes(sen, tmp_p
         (["data.institutions=[{name:a,modality:s2}]", "data.per_band=true"], "give each band its own entry"),
         (["data.paired=true", "data.partition.institutions=2"], r"cannot be partitioned"),
         (["data.region_effect=-1"], r"data.region_effect=-1.0 must be >= 0"),
+        (["data.constant_bands=maybe"], r"data.constant_bands='maybe' must be one of error, warn"),
     ],
 )
 def test_config_errors_name_the_key_and_the_remedy(overrides, match):

@@ -77,6 +77,7 @@ class DataConfig:
     normalization: str = "train"  # train = per-band stats of the institution's own train split | published
     season: str = "summer"  # SEN12MS season filter: spring | summer | fall | winter
     skip_unreadable: bool = False  # real sources: skip unreadable patches with a warning (counted in reports)
+    constant_bands: str = "error"  # a band constant over an institution's train split: error | warn (kept, unscaled)
     resize: int = 0  # real sources: resample every patch bilinearly to this side in pixels; 0 = native (folder: needed for mixed sizes)
     short_class: str = "raise"  # real sources, class too small for the split sizes: raise | shrink (that class's splits) | drop (the class)
     igbp_scheme: str = (
@@ -362,6 +363,7 @@ def validate_data(d: DataConfig) -> None:
     for key, value, allowed in (
         ("normalization", d.normalization, ("train", "published")),
         ("short_class", d.short_class, ("raise", "shrink", "drop")),
+        ("constant_bands", d.constant_bands, ("error", "warn")),
     ):
         if value not in allowed:
             raise ConfigError(f"data.{key}={value!r} must be one of {', '.join(allowed)}")

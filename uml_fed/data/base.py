@@ -10,6 +10,7 @@ explicitly asked for a paired split.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -31,7 +32,7 @@ class InstitutionSpec:
         str  # same modality = same bands = same projection shape: the sensor (s1, s2, rgb, ...) or <sensor>_<band>
     )
     sensor: str  # the source's sensor key whose files it reads
-    bands: tuple[str, ...]
+    bands: tuple[str, ...]  # () = not known on this machine (own data whose folder is at another node)
     part: int = -1  # index of its part of its modality's pool (data.partition); -1 = not partitioned
     parts: int = 1  # number of parts of that pool
 
@@ -85,15 +86,39 @@ def band_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalize_institution(
-    inst: Institution, mean: np.ndarray | None = None, std: np.ndarray | None = None
+    inst: Institution, mean: np.ndarray | None = None, std: np.ndarray | None = None, constant_bands: str = "error"
 ) -> Institution:
-    """Z-score every split with per-band stats: given (published), or from the institution's OWN train split."""
-    if mean is None or std is None:
-        mean, std = band_stats(inst.split("train").images)
-    mean = np.asarray(mean, dtype=np.float32)
-    std = np.asarray(std, dtype=np.float32)
+    """Z-score every split with per-band stats: given (published), or from the institution's OWN train split.
+
+    A band that is constant over the training split is an error naming it (a z-score divides by its
+    standard deviation: ~0 here, so any other value at prediction time would explode); with
+    ``constant_bands="warn"`` it is kept with a warning, centred but not scaled (std 1).
+    """
+    train = inst.split("train").images
+    own = mean is None or std is None
+    if own:
+        mean, std = band_stats(train)
+    mean = np.array(mean, dtype=np.float32)
+    std = np.array(std, dtype=np.float32)
     if mean.shape != (inst.in_channels,):
         raise DataError(f"{inst.name}: {mean.shape[0]} normalisation means for {inst.in_channels} bands {inst.bands}")
+    if len(train):
+        low, high = train.min(axis=(0, 2, 3)), train.max(axis=(0, 2, 3))
+        flat = np.flatnonzero(low == high)
+        if flat.size:
+            what = (
+                f"institution {inst.name!r}: band(s) "
+                + ", ".join(f"{inst.bands[i]!r} (always {float(low[i]):g})" for i in flat)
+                + " constant over its training split"
+            )
+            if constant_bands != "warn":
+                raise DataError(
+                    f"{what}; a z-score divides by the band's standard deviation, so drop the band "
+                    "(data.bands, data.institutions[*].bands) or set data.constant_bands=warn to keep it unscaled"
+                )
+            warnings.warn(f"{what}; kept centred but unscaled (data.constant_bands=warn)", stacklevel=2)
+            if own:
+                std[flat] = 1.0
     for s in inst.splits.values():
         s.images = ((s.images - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
     inst.mean, inst.std = mean, std

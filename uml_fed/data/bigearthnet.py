@@ -109,12 +109,10 @@ class _BigEarthNet(RealSource):
         size = self.out_size(sensor)
         arrays, used = [], []
         for b, path in zip(bands, self.paths(scene, sensor, bands)):
-            native = S2_NATIVE[b] if sensor == "s2" else 120
+            native = self.native_size(S2_NATIVE[b] if sensor == "s2" else 120)
             what = f"{self.name} {sensor} band {b}"
             arrays.append(
-                read_raster(
-                    path, what=what, count=1, dtype=self.sensors[sensor].dtype, native=(native, native), out_size=size
-                )
+                read_raster(path, what=what, count=1, dtype=self.sensors[sensor].dtype, native=native, out_size=size)
             )
             used.append(str(path))
         return np.concatenate(arrays, axis=0), used

@@ -28,7 +28,7 @@ from .source import ScanResult, Scene
 if TYPE_CHECKING:
     from .source import RealSource
 
-SCAN_FORMAT = 3  # 3: scenes carry their metadata (natural partitions); bump when a scan's content changes
+SCAN_FORMAT = 4  # 4: scans carry counts (e.g. nodata label pixels); bump when a scan's content changes
 
 
 def digest(obj: Any) -> str:
@@ -137,10 +137,11 @@ def load_scan(source: RealSource, cache_dir: Path, report: dict | None = None) -
         if report is not None:
             report["scan"] = "reused"
         scenes = [Scene(s[0], s[1], dict(s[2]), dict(s[3])) for s in cached["scenes"]]
-        return ScanResult(scenes, dict(cached.get("excluded", {})))
+        return ScanResult(scenes, dict(cached["excluded"]), dict(cached["counts"]))
     result = source.scan()
     scenes = [[s.id, s.label, s.files, s.meta] for s in result.scenes]
-    write_json(path, {"digest": digest(key), "source": source.name, "excluded": result.excluded, "scenes": scenes})
+    entry = {"digest": digest(key), "source": source.name, "excluded": result.excluded, "counts": result.counts}
+    write_json(path, {**entry, "scenes": scenes})
     if report is not None:
         report["scan"] = "built"
     return result

@@ -9,7 +9,13 @@ Folders looked for under the root, first match wins (the official archives' extr
 
 * rgb: ``2750/``, ``EuroSAT_RGB/``, ``EuroSAT/``
 * ms:  ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/``, ``EuroSAT_MS/``, ``tif/``, ``EuroSATallBands/tif/``
-* s1:  ``EuroSAT-SAR/``, ``EuroSAT_SAR/``
+* s1:  ``EuroSAT-SAR/``, ``EuroSAT_SAR/`` (EuroSAT-SAR, Wang et al. 2023), ``eurosat_s1/all_imgs/``
+  (Copernicus-Bench's EuroSAT-S1, "functionally identical to EuroSAT-SAR" in torchgeo's
+  ``CopernicusBenchEuroSATS1``, which reads ``eurosat_s1/all_imgs/<Class>/<Class>_<n>.tif``; its
+  ``eurosat-{train,val,test}.txt`` lists are not used: the splits are built here)
+
+In each folder the files are ``<Class>/<Class>_<n>.<ext>`` or, flat, ``<Class>_<n>.<ext>`` (the class
+taken from the name).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ _MS_STD = (245.72, 333.01, 395.09, 593.75, 566.42, 861.18, 1086.63, 1117.98, 404
 FOLDERS = {
     "rgb": ("2750", "EuroSAT_RGB", "EuroSAT"),
     "ms": ("ds/images/remote_sensing/otherDatasets/sentinel_2/tif", "EuroSAT_MS", "tif", "EuroSATallBands/tif"),
-    "s1": ("EuroSAT-SAR", "EuroSAT_SAR"),
+    "s1": ("EuroSAT-SAR", "EuroSAT_SAR", "eurosat_s1/all_imgs"),
 }
 EXT = {"rgb": ".jpg", "ms": ".tif", "s1": ".tif"}
 _NAME = re.compile(r"^(?P<cls>[A-Za-z]+)_(?P<n>\d+)$")
@@ -75,6 +81,7 @@ class EuroSAT(RealSource):
         "  <root>/ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif\n"
         "      (ms: 13 bands uint16, file order B01..B08,B09,B10,B11,B12,B8A; or <root>/EuroSAT_MS/<Class>/...)\n"
         "  <root>/EuroSAT-SAR/<Class>/<Class>_<n>.tif          (s1: VV, VH float32 dB)\n"
+        "      (or <root>/eurosat_s1/all_imgs/<Class>/<Class>_<n>.tif, Copernicus-Bench EuroSAT-S1; flat <Class>_<n>.tif too)\n"
         f"  <Class> in {list(CLASSES)}"
     )
 
@@ -93,35 +100,44 @@ class EuroSAT(RealSource):
                     f"Expected layout:\n{self.layout}"
                 )
 
-    def _listing(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
+    def _listing(self) -> dict[str, tuple[str, list[str]]]:
+        """Per modality: its folder and its files, in class folders or directly in it (flat)."""
+        out: dict[str, tuple[str, list[str]]] = {}
         for m in FOLDERS:
             top = self.folder(m)
             if top is None:
                 continue
-            files = []
-            for cdir in sorted(p for p in (self.root / top).iterdir() if p.is_dir()):
+            base = self.root / top
+            files = [f"{top}/{f.name}" for f in sorted(base.iterdir()) if f.is_file() and f.suffix == EXT[m]]
+            for cdir in sorted(p for p in base.iterdir() if p.is_dir()):
                 files += [f"{top}/{cdir.name}/{f.name}" for f in sorted(cdir.iterdir()) if f.suffix == EXT[m]]
-            out[m] = files
+            out[m] = (top, files)
         return out
 
     def scan_inputs(self) -> list[str]:
-        return [f for files in self._listing().values() for f in files]
+        return [f for _, files in self._listing().values() for f in files]
 
     def scan(self) -> ScanResult:
         scenes: dict[str, tuple[str, dict[str, str]]] = {}
-        for m, files in self._listing().items():
+        for m, (top, files) in self._listing().items():
             for rel in files:
-                cls_dir, fname = rel.split("/")[-2:]
-                stem = Path(fname).stem
+                folder, stem = str(Path(rel).parent), Path(rel).stem
                 match = _NAME.match(stem)
-                if cls_dir not in CLASSES:
-                    raise DataError(
-                        f"{self.name}: class folder {cls_dir!r} ({rel}) is not a EuroSAT class {list(CLASSES)}"
-                    )
-                if match is None or match["cls"] != cls_dir:
-                    raise DataError(f"{self.name}: file {rel!r} is not named <Class>_<n>{EXT[m]} after its folder")
-                scenes.setdefault(stem, (cls_dir, {}))[1][m] = rel
+                if folder == top:  # flat: the name says the class
+                    if match is None or match["cls"] not in CLASSES:
+                        raise DataError(
+                            f"{self.name}: file {rel!r} is not named <Class>_<n>{EXT[m]} with <Class> in {list(CLASSES)}"
+                        )
+                    cls = match["cls"]
+                else:
+                    cls = Path(folder).name
+                    if cls not in CLASSES:
+                        raise DataError(
+                            f"{self.name}: class folder {cls!r} ({rel}) is not a EuroSAT class {list(CLASSES)}"
+                        )
+                    if match is None or match["cls"] != cls:
+                        raise DataError(f"{self.name}: file {rel!r} is not named <Class>_<n>{EXT[m]} after its folder")
+                scenes.setdefault(stem, (cls, {}))[1][m] = rel
         return ScanResult([Scene(sid, c, files) for sid, (c, files) in sorted(scenes.items())])
 
     def read(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
@@ -137,7 +153,7 @@ class EuroSAT(RealSource):
             indexes=[order.index(b) + 1 for b in bands],
             count=len(order),
             dtype=s.dtype,
-            native=(64, 64),
+            native=self.native_size(64),
             out_size=self.out_size(sensor),
         )
         return arr, [str(path)]

@@ -57,8 +57,8 @@ def _block_mean(a: np.ndarray, side: int) -> np.ndarray:
     return a.reshape(side, f, side, f).mean(axis=(1, 3))
 
 
-def write_geotiff(path: Path, data: np.ndarray, crs: str | None, transform=None) -> None:
-    """``C x H x W`` (or ``H x W``) array -> GeoTIFF with CRS and transform."""
+def write_geotiff(path: Path, data: np.ndarray, crs: str | None, transform=None, nodata: float | None = None) -> None:
+    """``C x H x W`` (or ``H x W``) array -> GeoTIFF with CRS and transform (and a nodata value, if given)."""
     data = data[None] if data.ndim == 2 else data
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(
@@ -66,6 +66,8 @@ def write_geotiff(path: Path, data: np.ndarray, crs: str | None, transform=None)
     )
     if crs is not None:
         profile.update(crs=crs, transform=transform)
+    if nodata is not None:
+        profile.update(nodata=nodata)
     with rasterio.open(path, "w", **profile) as f:
         f.write(data)
 
@@ -255,12 +257,15 @@ def write_sen12ms(
     with_pkl: bool = True,
     size: int = 256,
     patches_per_scene: int = 5,
+    lc_nodata: int | None = None,
 ) -> dict:
     """SEN12MS: ``<season>/{s1,s2,lc}_<scene>/...tif`` (+ ``IGBP_probability_labels.pkl``).
 
     The lc band 1 holds the class's IGBP code on ~70 % of the pixels and a random other code
     elsewhere, so the pkl fractions and the lc-derived ones agree.  ``size`` other than 256 writes a
-    deliberately non-standard patch (for error tests only).
+    deliberately non-standard patch (tests of ``data.resize``).  ``lc_nodata`` (e.g. 255, MODIS's
+    land-cover fill value) is declared as the lc rasters' nodata value and fills the top eighth of band 1;
+    the pkl fractions then count the valid pixels only.  The returned ``"lc_nodata_pixels"`` is their total.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -269,6 +274,7 @@ def write_sen12ms(
     probs: dict[str, np.ndarray] = {}
     labels: dict[str, str] = {}
     meta: dict[str, dict[str, str]] = {}
+    nodata_pixels = 0
     for i, c in enumerate(_assign(list(classes), per_class * scale)):
         scene, patch = divmod(i, patches_per_scene)
         scene += 1
@@ -280,15 +286,19 @@ def write_sen12ms(
         write_geotiff(root / sdir / f"s1_{scene}" / name("s1"), np.clip(s1, -25, 0), UTM33, tr)
         code = IGBP_FULL.index(classes[c]) + 1
         igbp = np.where(rng.random((size, size)) < 0.7, code, rng.integers(1, 18, (size, size))).astype(np.uint16)
+        if lc_nodata is not None:
+            igbp[: size // 8] = lc_nodata
+            nodata_pixels += size // 8 * size
         lc = np.stack([igbp] + [np.full((size, size), 1, np.uint16)] * 3)
-        write_geotiff(root / sdir / f"lc_{scene}" / name("lc"), lc, UTM33, tr)
-        probs[name("s2")] = (np.bincount(igbp.ravel(), minlength=18)[1:] / igbp.size).astype(np.float32)
+        write_geotiff(root / sdir / f"lc_{scene}" / name("lc"), lc, UTM33, tr, nodata=lc_nodata)
+        valid = igbp.ravel() if lc_nodata is None else igbp[igbp != lc_nodata]
+        probs[name("s2")] = (np.bincount(valid, minlength=18)[1:18] / valid.size).astype(np.float32)
         labels[f"{sdir}_{scene}_p{patch}"] = classes[c]
         meta[f"{sdir}_{scene}_p{patch}"] = {"roi": str(scene)}
     if with_pkl:
         with open(root / "IGBP_probability_labels.pkl", "wb") as f:
             pickle.dump(probs, f)
-    return {"root": str(root), "labels": labels, "meta": meta}
+    return {"root": str(root), "labels": labels, "meta": meta, "lc_nodata_pixels": nodata_pixels}
 
 
 # --------------------------------------------------------------------------------------------- EuroSAT
@@ -301,8 +311,16 @@ def write_eurosat(
     seed: int = 0,
     scale: int = 1,
     modalities: tuple[str, ...] = ("rgb", "ms", "s1"),
+    size: int = 64,
+    sar_dir: str = "EuroSAT-SAR",
+    sar_flat: bool = False,
 ) -> dict:
-    """EuroSAT RGB (``2750/``, jpg), MS (``ds/.../tif/``, 13 bands, B8A last) and SAR (``EuroSAT-SAR/``)."""
+    """EuroSAT RGB (``2750/``, jpg), MS (``ds/.../tif/``, 13 bands, B8A last) and SAR (``EuroSAT-SAR/``).
+
+    ``size`` other than 64 writes deliberately non-standard patches (tests of ``data.resize``).
+    ``sar_dir="eurosat_s1/all_imgs"`` writes the SAR patches as Copernicus-Bench's EuroSAT-S1 ships them;
+    ``sar_flat`` puts them directly in ``sar_dir`` (``<Class>_<n>.tif``) instead of class folders.
+    """
     root = Path(root)
     sig = _Signal(len(classes), 16, seed)
     ms_dir = root / "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
@@ -314,14 +332,15 @@ def write_eurosat(
         stem = f"{cls}_{counters[cls]}"
         tr = from_origin(500000.0 + 640 * counters[cls], 5500000.0 - 640 * c, 10, 10)
         if "ms" in modalities:
-            ms = np.stack([_s2_uint16(sig, c, MS_FILE_ORDER.index(b), 64) for b in MS_FILE_ORDER])
+            ms = np.stack([_s2_uint16(sig, c, MS_FILE_ORDER.index(b), size) for b in MS_FILE_ORDER])
             write_geotiff(ms_dir / cls / f"{stem}.tif", ms, "EPSG:32631", tr)
         if "rgb" in modalities:
-            rgb = np.stack([np.clip(sig.field(c, b, 64) * 255, 0, 255) for b in (3, 2, 1)]).astype(np.uint8)
+            rgb = np.stack([np.clip(sig.field(c, b, size) * 255, 0, 255) for b in (3, 2, 1)]).astype(np.uint8)
             _write_image(root / "2750" / cls / f"{stem}.jpg", rgb, "JPEG")
         if "s1" in modalities:
-            s1 = np.stack([_s1_db(sig, c, 13 + b, 64, off) for b, off in enumerate((0.0, -7.0))])
-            write_geotiff(root / "EuroSAT-SAR" / cls / f"{stem}.tif", s1, "EPSG:4326",
+            s1 = np.stack([_s1_db(sig, c, 13 + b, size, off) for b, off in enumerate((0.0, -7.0))])
+            sar = root / sar_dir if sar_flat else root / sar_dir / cls
+            write_geotiff(sar / f"{stem}.tif", s1, "EPSG:4326",
                           from_origin(10.0 + 0.01 * counters[cls], 50.0 - 0.01 * c, 0.0001, 0.0001))  # fmt: skip
         labels[stem] = cls
     return {"root": str(root), "labels": labels}

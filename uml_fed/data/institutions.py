@@ -10,7 +10,9 @@ Three ways to name them, all ending in the same list of specs:
   a sensor (each gets its own scenes).
 
 Institutions of one modality must hold the same bands (they share a projection shape).  The only
-I/O is the folder source's, whose band names come from its files unless ``data.bands`` names them.
+I/O is the folder source's, whose band names come from its files unless ``data.bands`` names them;
+on a federated node that holds only its own modality's folder the other modalities' bands are
+unknown: their specs hold ``bands=()``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ def data_specs(d: DataConfig, source: Catalog | None = None) -> list[Institution
         parts = d.partition.institutions
         for sensor in d.modalities:
             bands = src.bands_of(sensor)
+            if d.per_band and not bands:
+                raise DataError(
+                    f"data.per_band names institutions after the bands of {sensor!r}, which are unknown here (its "
+                    f"files are at another node); name them in data.bands.{sensor}"
+                )
             groups = [(f"{sensor}_{b}", (b,)) for b in bands] if d.per_band else [(sensor, tuple(bands))]
             for modality, own in groups:
                 if parts > 1:
@@ -91,7 +98,7 @@ def _check(d: DataConfig, specs: list[InstitutionSpec]) -> None:
     first: dict[str, InstitutionSpec] = {}
     for s in specs:
         ref = first.setdefault(s.modality, s)
-        if ref.bands != s.bands:
+        if ref.bands and s.bands and ref.bands != s.bands:  # () = held by another node, checked there
             raise DataError(
                 f"institutions {ref.name!r} and {s.name!r} of modality {s.modality!r} hold different bands "
                 f"{list(ref.bands)} vs {list(s.bands)}; one modality is one projection shape: give them the same "

@@ -9,10 +9,14 @@
 4. a partitioned pool's rows (all splits) are cut among its institutions (:mod:`.partition`);
 5. each institution's patches are decoded once into a compact ``.npy`` cache (:mod:`.cache`);
    later calls read the cache only, never the GeoTIFFs;
-6. arrays are z-scored with per-band statistics (own train split, or the published ones).
+6. arrays are z-scored with per-band statistics (own train split, or the published ones); a band
+   constant over the training split is an error naming it (``data.constant_bands=warn`` keeps it).
 
 A federated node asks for its own institution only (``only``): it reads its own sensor's files and
-the shared label files, and computes the same allocation and partition as every other node.
+the shared label files, and computes the same allocation and partition as every other node.  A
+source whose modalities hold different files (own data: ``coregistered=False``) reads only the
+folders on the node's machine, and its allocation deals out only the node's own sensor's scenes (a
+scene of another sensor could only go to that sensor's institutions).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def build_real(
         mine = [s for s in group if s.name in wanted]
         if mine:
             source = make_source(d, root, modalities=list(dict.fromkeys(s.sensor for s in group)))
+            if not source.coregistered:
+                group = [s for s in group if s.sensor in {m.sensor for m in mine}]
             out += _build_root(d, seed, source, group, mine, force, load, report)
     return out, report
 
@@ -71,6 +77,7 @@ def _build_root(
     scan = load_scan(source, croot, report)
     report["scan_seconds"] = round(time.perf_counter() - t0, 3)
     report["excluded"] = scan.excluded
+    report["scan_counts"] = scan.counts
     units = allocation_units(group)
     plan = allocate(
         scan.scenes, source.class_names(), units, {u: d.split_sizes(u) for u, _ in units}, seed=seed,
@@ -244,12 +251,12 @@ def _rel(root: Path, p: str | Path) -> str:
 def normalize(d: DataConfig, insts: list[Institution]) -> list[Institution]:
     """Z-score with the own training split's stats (default) or the published ones."""
     if d.normalization != "published":
-        return [normalize_institution(inst) for inst in insts]
+        return [normalize_institution(inst, constant_bands=d.constant_bands) for inst in insts]
     source = catalog(d)
     specs = {s.name: s for s in data_specs(d, source)}
     for inst in insts:
         spec = specs[inst.name]
-        normalize_institution(inst, *source.published_stats(spec.sensor, spec.bands))
+        normalize_institution(inst, *source.published_stats(spec.sensor, spec.bands), constant_bands=d.constant_bands)
     return insts
 
 

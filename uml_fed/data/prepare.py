@@ -52,6 +52,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"source {report['source']}  root {report['root']}  scan {report.get('scan', '?')}"]
     if report.get("excluded"):
         lines.append("excluded scenes: " + ", ".join(f"{k}={v}" for k, v in report["excluded"].items()))
+    if report.get("scan_counts"):
+        lines.append("scan: " + ", ".join(f"{k}={v}" for k, v in report["scan_counts"].items()))
     classes = report.get("classes", [])
     for name, r in report["institutions"].items():
         lines.append(

@@ -4,7 +4,10 @@ Layout: ``<root>/ROIs1868_summer/{s1,s2,lc}_<scene>/ROIs1868_summer_{s1,s2,lc}_<
 
 Scene label (single-label): the argmax of the 17-class IGBP fraction vector that
 ``IGBP_probability_labels.pkl`` (root) gives for the S2 file name; when the pkl is absent the
-fractions are recomputed from band 1 (IGBP codes 1..17) of the patch's ``lc`` GeoTIFF.
+fractions are recomputed from band 1 (IGBP codes 1..17) of the patch's ``lc`` GeoTIFF.  Pixels equal
+to the lc raster's nodata value are left out of the fractions and counted (``lc_nodata_pixels``,
+``lc_patches_with_nodata`` in the prepare-data report); a patch with no valid pixel is excluded
+(``lc_all_nodata``).
 
 Class scheme (``data.igbp_scheme``): ``full`` (default) keeps the 17 IGBP classes, because the
 paper's seven summer classes (Evergreen broadleaf forest, Open shrublands, Savannas, ...) are FULL
@@ -130,12 +133,19 @@ class SEN12MS(RealSource):
             return [LABEL_FILE] + s2
         return s2 + [f.replace("_s2_", "_lc_").replace("/s2_", "/lc_") for f in s2]
 
-    def _fractions_from_lc(self, rel: str) -> np.ndarray:
-        lc = read_raster(self.root / rel, what=f"{self.name} lc (IGBP) labels", indexes=[1], count=4)
-        codes = lc[0].astype(np.int64).ravel()
+    def _fractions_from_lc(self, rel: str) -> tuple[np.ndarray | None, int]:
+        """IGBP fractions of the lc raster's valid pixels (``None`` when there is none) + its nodata pixels."""
+        lc = read_raster(self.root / rel, what=f"{self.name} lc (IGBP) labels", indexes=[1], count=4, masked=True)
+        codes = lc[0].compressed().astype(np.int64)
+        nodata = int(lc[0].size - codes.size)
+        if codes.size == 0:
+            return None, nodata
         if codes.min() < 1 or codes.max() > 17:
-            raise DataError(f"{self.name}: {str(self.root / rel)!r} band 1 has IGBP codes outside 1..17")
-        return np.bincount(codes, minlength=18)[1:18] / codes.size
+            raise DataError(
+                f"{self.name}: {str(self.root / rel)!r} band 1 has IGBP codes outside 1..17; "
+                "pixels to ignore must carry the raster's nodata value"
+            )
+        return np.bincount(codes, minlength=18)[1:18] / codes.size, nodata
 
     def _single(self, frac: np.ndarray) -> str:
         if self.scheme == "simplified":
@@ -153,7 +163,10 @@ class SEN12MS(RealSource):
             except Exception as e:
                 raise DataError(f"{self.name}: cannot unpickle {str(pkl)!r}: {e}") from e
         scenes = []
-        excluded = {"no_label": 0}
+        if probs is not None:
+            excluded, counts = {"no_label": 0}, {}
+        else:
+            excluded, counts = {"lc_all_nodata": 0}, {"lc_nodata_pixels": 0, "lc_patches_with_nodata": 0}
         for rel in self._s2_files():
             fname = rel.rsplit("/", 1)[1]
             m = _PATCH.match(fname)
@@ -165,12 +178,17 @@ class SEN12MS(RealSource):
                 if frac.shape != (17,):
                     raise DataError(f"{self.name}: {str(pkl)!r} entry {fname} has shape {frac.shape}, expected (17,)")
             else:
-                frac = self._fractions_from_lc(rel.replace("_s2_", "_lc_").replace("/s2_", "/lc_"))
+                frac, nodata = self._fractions_from_lc(rel.replace("_s2_", "_lc_").replace("/s2_", "/lc_"))
+                counts["lc_nodata_pixels"] += nodata
+                counts["lc_patches_with_nodata"] += nodata > 0
+                if frac is None:
+                    excluded["lc_all_nodata"] += 1
+                    continue
             sid = f"{m['season']}_{m['scene']}_p{m['patch']}"
             s1 = rel.replace("_s2_", "_s1_").replace("/s2_", "/s1_")
             files = {m: r for m, r in (("s2", rel), ("s1", s1)) if (self.root / r).is_file()}
             scenes.append(Scene(sid, self._single(frac), files, {"roi": m["scene"]}))
-        return ScanResult(scenes, excluded)
+        return ScanResult(scenes, excluded, counts)
 
     def read(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
         rel = scene.files.get(sensor)
@@ -184,7 +202,7 @@ class SEN12MS(RealSource):
             indexes=[s.bands.index(b) + 1 for b in bands],
             count=len(s.bands),
             dtype=s.dtype,
-            native=(256, 256),
+            native=self.native_size(256),
             out_size=self.out_size(sensor),
         )
         return arr, [str(path)]

@@ -49,6 +49,7 @@ class Scene:
 class ScanResult:
     scenes: list[Scene]
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> number of scenes left out
+    counts: dict[str, int] = field(default_factory=dict)  # other tallies for the report, e.g. nodata label pixels
 
 
 class RealSource:
@@ -133,6 +134,11 @@ class RealSource:
 
     def out_size(self, sensor: str) -> int:
         return self.resize or self.sensors[sensor].size
+
+    def native_size(self, side: int) -> tuple[int, int] | None:
+        """The H x W a file must have (``side`` x ``side``), or ``None`` under ``data.resize``, which
+        resamples every patch, whatever its size, to ``data.resize`` x ``data.resize``."""
+        return None if self.resize else (side, side)
 
     def scan_options(self) -> dict[str, Any]:
         """Options that change the scan result (besides the files)."""

@@ -13,6 +13,7 @@ paper's Table 6 (the presets in ``configs/data`` and ``configs/experiment`` foll
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -39,6 +40,17 @@ def _rng(seed: int, cls: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(cls.encode())]))
 
 
+def _shuffled(members: list[Scene], seed: int, cls: str, coregistered: bool) -> list[Scene]:
+    """A class's scenes in seeded random order.  Co-registered archives: a permutation of the scenes
+    sorted by id (every node lists them all).  Otherwise a node lists only its own modality's scenes,
+    so each scene's place is a seeded hash of its id alone: any node orders its scenes as a node
+    that lists every modality's does."""
+    if coregistered:
+        ordered = sorted(members, key=lambda s: s.id)
+        return [ordered[i] for i in _rng(seed, cls).permutation(len(ordered))]
+    return sorted(members, key=lambda s: hashlib.sha1(f"{seed}/{cls}/{s.id}".encode()).digest())
+
+
 def allocate(
     scenes: list[Scene],
     classes: list[str],
@@ -62,6 +74,9 @@ def allocate(
 
     ``coregistered`` (the archives): every scene counts as having every modality, so a federated node
     that holds only its own modality's files computes the same allocation as one holding them all.
+    Otherwise (own data) a scene goes only to institutions of a modality it has, and a node that lists
+    only its own modality's scenes gives them the pools a node listing every modality's would (when no
+    scene has two modalities: equal file stems in two modality folders).
     """
     if short_class not in ("raise", "shrink", "drop"):
         raise DataError(f"data.short_class={short_class!r} must be 'raise', 'shrink' or 'drop'")
@@ -77,9 +92,8 @@ def allocate(
     kept: list[str] = []
     mods = sorted({m for _, m in institutions})
     for c in classes:
-        members = sorted(by_class[c], key=lambda s: s.id)
-        order = _rng(seed, c).permutation(len(members))
-        shuffled = [members[i] for i in order]
+        members = by_class[c]
+        shuffled = _shuffled(members, seed, c, coregistered)
         if paired:
             common = [s.id for s in shuffled if coregistered or all(m in s.files for m in mods)]
             for n in names:

@@ -147,7 +147,7 @@ def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list
         inst = Institution(
             spec.name, list(spec.bands), list(CLASSES), splits, source="synthetic", modality=spec.modality
         )
-        out.append(normalize_institution(inst))
+        out.append(normalize_institution(inst, constant_bands=data.constant_bands))
     return out
 
 
