@@ -4,6 +4,7 @@ client-side BN-calibration round (Algorithm 3 + Algorithm 2)."""
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from uml_fed.federated.launch import abandoned_clients_ended
 from uml_fed.federated.runtime import server_config
 from uml_fed.federated.server import run_federated
 
@@ -13,6 +14,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     # 1. read config (flat run config -> typed Hydra schema, validated before any institution loads data)
-    # 2. run Algorithm 3 + the calibration round
+    # 2. run Algorithm 3 + the calibration round; then stop simulated clients still busy (a hung one)
     cfg, institutions = server_config(context.run_config)
-    run_federated(grid, cfg, institutions)
+    with abandoned_clients_ended():
+        run_federated(grid, cfg, institutions)

@@ -23,11 +23,16 @@ TINY = [
     "train.bn_cal_batch_size=64",
     "train.eval_batch_size=64",
     "train.progress=false",
+    # a hang guard, not a subject: Ray start-up and data loading on a loaded 2-core machine can exceed
+    # the 120 s default; the tests of the handshake timeout set their own
+    "fed.handshake_timeout=600",
 ]
 
 
 def tiny_overrides(*extra: str) -> list[str]:
-    return [*TINY, *extra]
+    """TINY with ``extra`` appended; an extra key replaces TINY's entry for it."""
+    keys = {e.split("=", 1)[0] for e in extra}
+    return [*(t for t in TINY if t.split("=", 1)[0] not in keys), *extra]
 
 
 @pytest.fixture

@@ -145,35 +145,45 @@ def test_an_institution_killed_mid_run_does_not_stop_the_others(tmp_path):
     assert len(list((tmp_path / "deploy" / "nodes" / "s1" / "s1").glob("*/model.pt"))) == 1
 
 
-def test_an_institution_killed_and_restarted_mid_run_changes_nothing(tmp_path):
-    """min-nodes=0: SIGKILL s2's SuperNode (and ClientApp) right after round 1 of 3, restart it; the
-    server waits for s2, which redoes round 2 from its saved private state, and the run ends with
-    exactly the numbers of the same run without the fault."""
+def test_a_killed_institution_and_a_killed_superlink_change_nothing(tmp_path):
+    """min-nodes=0, one kill of each kind in one run, against the uninterrupted run of the same seed:
+
+    * SIGKILL s2's SuperNode (and ClientApp) right after round 1 of 3 and restart it: the server waits
+      for s2, which redoes round 2 from its saved private state;
+    * SIGKILL the SuperLink (and its ServerApp) right after round 2, start it again and resubmit the
+      run with ``resume``: it goes on from the last saved server state, each institution from its own
+      private state.
+
+    The run ends with exactly the numbers of the run without the faults."""
     import threading
 
     overrides = " ".join(tiny_overrides("fed.rejoin_timeout=400"))
     restarted: list[threading.Thread] = []
-    with LocalDeployment(tmp_path / "deploy") as dep:
+    link_killed: list[bool] = []
+
+    def chaos(line: str) -> None:
+        if "round 1/3 |" in line and not restarted:
+            dep.kill("s2")
+            restarted.append(threading.Thread(target=dep.restart, args=("s2",), daemon=True))
+            restarted[0].start()
+        if "round 2/3 |" in line and not link_killed:
+            link_killed.append(True)
+            dep.restart_superlink()
+
+    with LocalDeployment(tmp_path / "deploy", database=True) as dep:
         whole = dep.run(tiny_run(tmp_path / "whole", **{"total-epochs": 3, "overrides": overrides}), timeout=400)
         assert whole.returncode == 0, whole.output[-3000:]
-
-        def kill_and_restart(line: str) -> None:
-            if "round 1/3 |" in line and not restarted:
-                dep.kill("s2")
-                restarted.append(threading.Thread(target=dep.restart, args=("s2",), daemon=True))
-                restarted[0].start()
-
-        chaos = dep.run(
-            tiny_run(tmp_path / "chaos", **{"total-epochs": 3, "overrides": overrides}),
-            timeout=900,
-            on_line=kill_and_restart,
-        )
+        faulted = tiny_run(tmp_path / "chaos", **{"total-epochs": 3, "overrides": overrides})
+        cut = dep.run(faulted, timeout=900, on_line=chaos)
         restarted[0].join(timeout=60)
+        assert link_killed and not (tmp_path / "chaos" / "results.json").exists(), cut.output[-3000:]
+        resumed = dep.run({**faulted, "resume": True}, timeout=600)
     assert not dep.alive()
-    assert restarted and chaos.returncode == 0, chaos.output[-3000:]
+    assert resumed.returncode == 0, resumed.output[-3000:]
     a = json.loads((tmp_path / "whole" / "results.json").read_text())
     b = json.loads((tmp_path / "chaos" / "results.json").read_text())
     assert b["status"] == "finished"
+    assert b["resumed_after_round"] >= 1  # saved just after the line that triggered the kill, or before
     assert all(sorted(r["replied"]) == ["s1", "s2"] for r in read_rounds(tmp_path / "chaos"))
     for inst in ("s1", "s2"):
         for key in ("calibrated", "test_batch_stats", "selected_round"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 from conftest import check_client_replies, tiny_overrides
@@ -12,6 +14,7 @@ from flwr.serverapp import ServerApp
 
 import client_app as real_client
 from uml_fed.config import from_run_config
+from uml_fed.federated.launch import abandoned_clients_ended
 from uml_fed.federated.runtime import server_config
 from uml_fed.federated.server import run_federated
 
@@ -46,7 +49,8 @@ def _simulate(run_config, replies, fail=None, nodes=2, sent=None):
     @server.main()
     def _main(grid, context):
         cfg, names = server_config(run_config)  # run_simulation passes an empty run config
-        run_federated(RecordingGrid(grid, replies, sent), cfg, names)
+        with abandoned_clients_ended():  # as server_app.py
+            run_federated(RecordingGrid(grid, replies, sent), cfg, names)
 
     client = ClientApp()
 
@@ -156,6 +160,53 @@ def test_a_client_that_raises_ends_the_run_naming_it(tmp_path):
     assert results["status"] == "failed" and results["institution"] == "s2"
     assert results["reason"].startswith("round 2: ") and "disk full at institution s2" in results["reason"]
     assert "\n" not in results["reason"]  # one line, not Ray's traceback
+
+
+def _s2_hangs_loading_its_data(msg, context):
+    if msg.metadata.message_type == "query.describe" and context.node_config["partition-id"] == 1:
+        threading.Event().wait(3600)
+
+
+@pytest.mark.slow
+def test_a_hung_institution_ends_the_run_at_the_handshake_and_leaves_nothing_running(tmp_path):
+    """s2 blocks while loading its data: with min-nodes=0 the run ends after fed.handshake_timeout (not
+    a round timeout), naming s2 among the missing, and no Ray process of the simulation outlives it
+    (Flower's runtime waits for busy actors: the ServerApp stops the abandoned one)."""
+    import psutil
+
+    from uml_fed.federated.federation import RunFailed
+
+    run_config = {
+        "overrides": " ".join(tiny_overrides("fed.handshake_timeout=30")),
+        "local-epochs": 1,
+        "total-epochs": 2,
+        "output-dir": str(tmp_path / "run"),
+    }
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    ended: list[BaseException] = []
+
+    def simulate() -> None:
+        try:
+            _simulate(run_config, [], fail=_s2_hangs_loading_its_data)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            ended.append(e)
+
+    runner = threading.Thread(target=simulate, daemon=True)
+    tic = time.monotonic()
+    runner.start()
+    runner.join(timeout=180)
+    assert not runner.is_alive(), "the simulation did not end after the handshake timeout"
+    assert time.monotonic() - tic < 180
+    assert ended and isinstance(ended[0], RunFailed), ended
+    assert "handshake_timeout=30" in str(ended[0]) and "'s2'" in str(ended[0])  # s2 among the missing
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "failed" and "'s2'" in results["reason"]
+    deadline = time.monotonic() + 30  # Ray's shutdown reaps its workers asynchronously
+    while (left := [p for p in psutil.Process().children(recursive=True) if p.pid not in before]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(1)
+    assert not left, [p.name() for p in left]
 
 
 @pytest.mark.slow

@@ -330,8 +330,18 @@ class LocalDeployment:
                 time.sleep(delay)
                 delay = min(30.0, 2 * delay)
 
+    def restart_superlink(self) -> None:
+        """Kill the SuperLink and the ServerApp it runs at once (a machine that goes away), then start it
+        again on the same port and state database; the SuperNodes reconnect by themselves (Flower's
+        default: unlimited retries).  Needs ``database=True``: the registrations live there."""
+        if not self.database:
+            raise DeploymentError("restart_superlink needs LocalDeployment(database=True)")
+        self.kill("superlink")
+        comp = self._spawn("superlink", self.superlink_command(), self.home, self.workdir)
+        self._wait_for(comp, r"Uvicorn running on", self.start_timeout)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Kill SuperNode ``name`` and its children at once (a machine that goes away)."""
+        """Kill component ``name`` (a SuperNode, the SuperLink) and its children at once."""
         comp = self.components[name]
         for p in in_sessions([comp.session]):
             try:
