@@ -4,8 +4,7 @@ client-side BN-calibration round (Algorithm 3 + Algorithm 2)."""
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from uml_fed.federated.launch import abandoned_clients_ended
-from uml_fed.federated.runtime import server_config
+from uml_fed.federated.runtime import abandoned_clients_ended, server_config
 from uml_fed.federated.server import run_federated
 
 app = ServerApp()

@@ -14,8 +14,7 @@ from flwr.serverapp import ServerApp
 
 import client_app as real_client
 from uml_fed.config import from_run_config
-from uml_fed.federated.launch import abandoned_clients_ended
-from uml_fed.federated.runtime import server_config
+from uml_fed.federated.runtime import abandoned_clients_ended, server_config
 from uml_fed.federated.server import run_federated
 
 

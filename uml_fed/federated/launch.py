@@ -14,10 +14,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,50 +54,6 @@ def processes_with(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return out
-
-
-def _busy_actors(raylet: psutil.Process) -> list[psutil.Process]:
-    """The ClientApp actors of ``raylet`` handling a message: Ray titles an actor's process
-    ``ray::ClientAppActor.run`` while it runs one and ``ray::ClientAppActor`` when idle."""
-    out = []
-    for p in raylet.children():
-        try:
-            if (p.cmdline() or [""])[0].startswith("ray::ClientAppActor."):
-                out.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return out
-
-
-def _stop_abandoned_clients(raylets: list[psutil.Process]) -> None:
-    while alive := [r for r in raylets if r.is_running() and r.status() != psutil.STATUS_ZOMBIE]:
-        stop_processes([a for r in alive for a in _busy_actors(r)], grace=2.0)
-        time.sleep(0.5)
-
-
-@contextmanager
-def abandoned_clients_ended() -> Iterator[None]:
-    """Around the ServerApp's work in a Ray simulation: once it ends (finished or failed), stop every
-    ClientApp actor that is, or later gets, busy with a message nobody will read, until Ray shuts down.
-
-    Flower 1.42's simulation runtime waits for every busy actor before it shuts Ray down (and may still
-    hand an actor a message it queued before the ServerApp ended), so an institution hung in its data
-    loading would keep the simulation process and its Ray workers alive for ever.  The ServerApp runs
-    in the process that started Ray: the actors are children of its raylet.  In a deployment there is
-    no raylet and this does nothing.
-    """
-    try:
-        yield
-    finally:
-        raylets = []
-        for p in psutil.Process().children(recursive=True):
-            try:
-                if p.name() == "raylet":
-                    raylets.append(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        if raylets:
-            threading.Thread(target=_stop_abandoned_clients, args=(raylets,), daemon=True).start()
 
 
 def stop_processes(processes: list[psutil.Process], grace: float = 5.0) -> None:

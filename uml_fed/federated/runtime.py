@@ -1,17 +1,22 @@
-"""Process-level set-up shared by the Flower apps: torch threads, config, output directory."""
+"""Process-level parts of the Flower apps: torch threads, config, output directory, and ending the
+simulated clients a run abandoned."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 
 from ..config import Config, ConfigError, from_run_config
 from ..data import institution_names
+from .launch import stop_processes
 
 
 def configure_torch(cfg: Config) -> None:
@@ -37,3 +42,58 @@ def server_config(run_config: Mapping[str, Any]) -> tuple[Config, list[str]]:
     out = str(run_config.get("output-dir", "") or "")
     cfg.output_dir = str(Path(out).expanduser().resolve() if out else default_output_dir(cfg))
     return cfg, institution_names(cfg)
+
+
+def _busy_actors(raylet: psutil.Process) -> list[psutil.Process]:
+    """The ClientApp actors of ``raylet`` handling a message: Ray titles an actor's process
+    ``ray::ClientAppActor.run`` while it runs one and ``ray::ClientAppActor`` when idle."""
+    out = []
+    try:
+        children = raylet.children()
+    except psutil.NoSuchProcess:  # Ray shut down meanwhile
+        return out
+    for p in children:
+        try:
+            if (p.cmdline() or [""])[0].startswith("ray::ClientAppActor."):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _stop_abandoned_clients(raylets: list[psutil.Process]) -> None:
+    while alive := [r for r in raylets if _running(r)]:
+        stop_processes([a for r in alive for a in _busy_actors(r)], grace=2.0)
+        time.sleep(0.5)
+
+
+@contextmanager
+def abandoned_clients_ended() -> Iterator[None]:
+    """Around the ServerApp's work in a Ray simulation: once it ends (finished or failed), stop every
+    ClientApp actor that is, or later gets, busy with a message nobody will read, until Ray shuts down.
+
+    Flower 1.42's simulation runtime waits for every busy actor before it shuts Ray down (and may still
+    hand an actor a message it queued before the ServerApp ended), so an institution hung in its data
+    loading would keep the simulation process and its Ray workers alive for ever.  The ServerApp runs
+    in the process that started Ray: the actors are children of its raylet.  In a deployment there is
+    no raylet and this does nothing.
+    """
+    try:
+        yield
+    finally:
+        raylets = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.name() == "raylet":
+                    raylets.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        if raylets:
+            threading.Thread(target=_stop_abandoned_clients, args=(raylets,), daemon=True).start()
