@@ -232,8 +232,9 @@ class LocalDeployment:
             cmd += ["--database", str(self.db)]
         return cmd
 
-    def start_superlink(self) -> None:
-        self.port = free_port()
+    def start_superlink(self, port: int | None = None) -> None:
+        """The SuperLink on ``port`` (default: a free one)."""
+        self.port = port or free_port()
         # cwd: the ServerApp runs where the SuperLink started (relative paths would land here)
         comp = self._spawn("superlink", self.superlink_command(), self.home, self.workdir)
         self._wait_for(comp, r"Uvicorn running on", self.start_timeout)
@@ -337,8 +338,7 @@ class LocalDeployment:
         if not self.database:
             raise DeploymentError("restart_superlink needs LocalDeployment(database=True)")
         self.kill("superlink")
-        comp = self._spawn("superlink", self.superlink_command(), self.home, self.workdir)
-        self._wait_for(comp, r"Uvicorn running on", self.start_timeout)
+        self.start_superlink(self.port)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill component ``name`` (a SuperNode, the SuperLink) and its children at once."""
