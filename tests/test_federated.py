@@ -195,6 +195,115 @@ def test_every_configured_strategy_exists():
     assert set(STRATEGIES) == set(STRATEGY_NAMES)
 
 
+class Nodes:
+    """The nodes a strategy's configure_train may pick from."""
+
+    def __init__(self, ids):
+        self.ids = list(ids)
+
+    def get_node_ids(self):
+        return list(self.ids)
+
+
+def expected_rounds(strategy: str, theta: dict, rounds: list[list[dict]], weights: list[float], o: dict) -> list[dict]:
+    """Each round's new backbone by the strategy's formula, written out in numpy."""
+    out, m, v, mom = [], None, None, None
+    w = np.asarray(weights) / np.sum(weights)
+    for r, replies in enumerate(rounds, start=1):
+        stack = {k: np.stack([rep[k] for rep in replies]) for k in theta}
+        avg = {k: np.tensordot(w, stack[k], axes=1) for k in theta}
+        if strategy in ("fedavg", "fedprox"):
+            new = avg
+        elif strategy == "fedavgm":
+            pg = {k: theta[k] - avg[k] for k in theta}
+            mom = pg if mom is None else {k: o["server_momentum"] * mom[k] + pg[k] for k in theta}
+            new = {k: theta[k] - o["server_lr"] * mom[k] for k in theta}
+        elif strategy == "fedmedian":
+            new = {k: np.median(stack[k], axis=0) for k in theta}
+        elif strategy == "fedtrimmedavg":
+            cut = int(o["trim_beta"] * len(replies))
+            new = {k: np.sort(stack[k], axis=0)[cut : len(replies) - cut].mean(axis=0) for k in theta}
+        else:  # FedOpt: delta, first moment, second moment, step
+            b1, b2 = (0.0, 0.0) if strategy == "fedadagrad" else (o["beta_1"], o["beta_2"])
+            d = {k: avg[k] - theta[k] for k in theta}
+            m = {k: (1 - b1) * d[k] + (b1 * m[k] if m else 0) for k in theta}
+            if strategy == "fedadam":
+                v = {k: b2 * (v[k] if v else 0) + (1 - b2) * d[k] ** 2 for k in theta}
+                eta = o["eta"] * np.sqrt(1 - b2 ** (r + 1)) / (1 - b1 ** (r + 1))
+            elif strategy == "fedyogi":
+                v0 = v or {k: np.zeros_like(d[k]) for k in theta}
+                v = {k: v0[k] - (1 - b2) * d[k] ** 2 * np.sign(v0[k] - d[k] ** 2) for k in theta}
+                eta = o["eta"]
+            else:
+                v = {k: (v[k] if v else 0) + d[k] ** 2 for k in theta}
+                eta = o["eta"]
+            new = {k: theta[k] + eta * m[k] / (np.sqrt(v[k]) + o["tau"]) for k in theta}
+        out.append(new)
+        theta = new
+    return out
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_each_strategy_aggregates_two_rounds_as_its_formula_says(strategy, tmp_path):
+    """Five institutions, num_examples weights, two rounds through configure_train + aggregate_train:
+    the backbone after each round equals the strategy's formula computed by hand."""
+    weighting = "uniform" if strategy in ("fedmedian", "fedtrimmedavg") else "num_examples"
+    extra = "fed.proximal_mu=0.1" if strategy == "fedprox" else ""
+    cfg = from_run_config(
+        {**TINY_RUN, "strategy": strategy, "weighting": weighting, "overrides": f"{TINY_RUN['overrides']} {extra}"}
+    )
+    options = {
+        k: getattr(cfg.fed, k) for k in ("server_lr", "server_momentum", "eta", "tau", "beta_1", "beta_2", "trim_beta")
+    }
+    rng = np.random.default_rng(0)
+    shapes = {k: s for k, s in _shapes(cfg).items() if k.endswith(("fc.weight", "fc.bias"))}
+    theta0 = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    sizes = [10, 20, 30, 40, 50]
+    names = {i: f"inst{i}" for i in range(1, 6)}
+    agg = Aggregator(cfg, {n: "x" for n in names.values()})
+    rounds, theta = [], ArrayRecord(OrderedDict((k, torch.from_numpy(v)) for k, v in theta0.items()))
+    got = []
+    for r in (1, 2):
+        sent = agg.messages(Nodes(names), r, theta, _config(tmp_path, r), names)
+        assert sorted(m.metadata.dst_node_id for m in sent) == list(names)
+        current = {k: v.numpy() for k, v in theta.to_torch_state_dict().items()}
+        for m in sent:  # every institution receives the current backbone
+            assert all(np.array_equal(m.content["arrays"][k].numpy(), current[k]) for k in shapes)
+        replies = [
+            {k: (current[k] + 0.1 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
+            for _ in names
+        ]
+        rounds.append(replies)
+        theta = agg.aggregate(
+            r, [_reply(rep, n, i) for rep, n, i in zip(replies, sizes, names)], lambda m: names[m.metadata.src_node_id]
+        )
+        got.append({k: v.numpy() for k, v in theta.to_torch_state_dict().items()})
+    weights = [1.0] * 5 if weighting == "uniform" else sizes
+    for mine, want in zip(got, expected_rounds(strategy, theta0, rounds, weights, options)):
+        for k in shapes:
+            np.testing.assert_allclose(mine[k], want[k], rtol=1e-4, atol=1e-5)
+    if strategy not in ("fedavg", "fedprox"):  # FedProx's term is the clients'; every other server differs
+        fedavg = expected_rounds("fedavg", theta0, rounds, weights, options)
+        assert not all(np.allclose(got[1][k], fedavg[1][k], atol=1e-5) for k in shapes)
+
+
+@pytest.mark.parametrize("strategy", ["fedmedian", "fedtrimmedavg"])
+def test_robust_aggregators_refuse_weights_they_cannot_honour(strategy):
+    from uml_fed.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"fed\.weighting='num_examples' is not honoured; set fed\.weighting=uniform"):
+        from_run_config({**TINY_RUN, "strategy": strategy, "weighting": "num_examples"})
+
+
+def test_a_robust_aggregator_says_when_it_is_the_plain_mean():
+    from uml_fed.federated.strategy import trims_nothing
+
+    assert "plain mean" in trims_nothing(from_run_config({**TINY_RUN, "strategy": "fedmedian"}), 2)
+    assert trims_nothing(from_run_config({**TINY_RUN, "strategy": "fedmedian"}), 3) is None
+    assert "plain mean" in trims_nothing(from_run_config({**TINY_RUN, "strategy": "fedtrimmedavg"}), 4)
+    assert trims_nothing(from_run_config({**TINY_RUN, "strategy": "fedtrimmedavg"}), 5) is None
+
+
 @pytest.mark.parametrize("weighting", ["uniform", "num_examples", "modality"])
 def test_aggregation_uses_the_configured_weights(weighting):
     """Three institutions, two of them of modality s2: modality weighting gives s1 half of the weight."""
@@ -228,7 +337,10 @@ def test_projections_are_shared_within_a_modality_only(tmp_path):
         _reply(zero, 10, 3, projection=p_s2b),
     ]
     agg.aggregate(1, replies, lambda m: names[m.metadata.src_node_id])
-    sent = {m.metadata.dst_node_id: m for m in agg.messages(initial_backbone(cfg, 6), _config(tmp_path, 2), names)}
+    sent = {
+        m.metadata.dst_node_id: m
+        for m in agg.messages(Nodes(names), 2, initial_backbone(cfg, 6), _config(tmp_path, 2), names)
+    }
     assert set(sent) == {1, 2, 3}
     np.testing.assert_allclose(sent[1].content["projection"]["stem.0.weight"].numpy(), 1.0)
     for node in (2, 3):

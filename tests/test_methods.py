@@ -16,13 +16,14 @@ from uml_fed.config import ConfigError, MethodConfig, ModelConfig, load_config
 from uml_fed.methods import METHODS, build_method
 from uml_fed.methods.cdan import multilinear_map, randomized_map
 from uml_fed.methods.common import entropy, grad_reverse, grl_coefficient, modality_loss
-from uml_fed.methods.isca import whitening_penalty
+from uml_fed.methods.isca import Embedded, fit_maps, whitening_penalty
+from uml_fed.methods.margin_disparity import margin_disparity, shift_log
 from uml_fed.methods.mcc import mcc_loss
-from uml_fed.methods.mdd import margin_disparity, shift_log
+from uml_fed.methods.mdd import density_divergence, inter_domain, intra_class
 from uml_fed.model import UMLModel
 
-BASELINES = ["dann", "cdan", "mcc", "mdd", "isca"]
-ADVERSARIAL = ["dann", "cdan", "mdd", "isca"]
+BASELINES = ["dann", "cdan", "mcc", "mdd", "margin_disparity", "isca_e2e"]  # losses on the one loop
+ADVERSARIAL = ["dann", "cdan", "mdd", "margin_disparity", "isca_e2e"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,7 +41,7 @@ def tiny_model(num_classes: int = 3, shared_components: int = 0) -> UMLModel:
 
 
 def method_for(name: str, num_classes: int = 3, **coefficients):
-    model = tiny_model(num_classes, shared_components=4 if name == "isca" else 0)
+    model = tiny_model(num_classes, shared_components=4 if name == "isca_e2e" else 0)
     return model, build_method(MethodConfig(name=name, **coefficients), model)
 
 
@@ -114,10 +115,39 @@ def test_mcc_is_zero_for_confident_one_hot_and_c_minus_1_over_c_for_uniform_pred
     assert mcc_loss(logits, 1.0).item() == pytest.approx(0.366888, abs=1e-6)
 
 
-# --- MDD ------------------------------------------------------------------------------------------
+# --- MDD: maximum density divergence (Li et al. 2020) -------------------------------------------
 
 
-def test_mdd_margin_disparity_hand_values():
+def test_mdd_density_divergence_is_eq5_on_a_hand_case():
+    f_s = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    y_s = torch.tensor([0, 0, 1])
+    f_t = torch.tensor([[1.0, 1.0], [1.0, 3.0]])
+    y_t = torch.tensor([1, 1])
+    # inter: index-aligned pairs (0,0): 2, (1,1): 0 + 9 = 9 -> mean 5.5
+    assert inter_domain(f_s, f_t).item() == pytest.approx(5.5)
+    # intra source: one same-label pair (0, 1): 1; intra target: one pair: 4
+    assert intra_class(f_s, y_s).item() == pytest.approx(1.0)
+    assert intra_class(f_t, y_t).item() == pytest.approx(4.0)
+    assert density_divergence(f_s, y_s, f_t, y_t).item() == pytest.approx(10.5)
+    assert intra_class(f_s, torch.tensor([0, 1, 2])).item() == 0.0  # no same-label pair
+
+
+def test_mdd_total_is_cdan_with_entropy_conditioning_plus_alpha_times_the_divergence():
+    torch.manual_seed(0)
+    model, mdd = method_for("mdd", density_weight=0.5)
+    assert mdd.entropy_conditioning
+    batches = {m: (torch.randn(4, 1, 4, 4), torch.tensor([0, 0, 1, 2])) for m in ("a", "b")}
+    out = mdd.loss(model, batches, 0.5)
+    features = {m: model.features(batches[m][0], m) for m in ("a", "b")}
+    cdan = mdd.objective(model, features, {m: batches[m][1] for m in ("a", "b")}, 0.5)
+    density = density_divergence(features["a"], batches["a"][1], features["b"], batches["b"][1])
+    assert out.total.item() == pytest.approx((cdan.total + 0.5 * density).item(), rel=1e-5)
+
+
+# --- margin disparity discrepancy (Zhang et al. 2019) ---------------------------------------------
+
+
+def test_margin_disparity_hand_values():
     assert shift_log(torch.tensor(0.0)).item() == pytest.approx(-13.815511, abs=1e-5)
     assert shift_log(torch.tensor(1.0)).item() == 0.0
     pred_s, pred_t = torch.tensor([0]), torch.tensor([1])  # argmax of f's logits [2, 0] and [0, 3]
@@ -129,9 +159,9 @@ def test_mdd_margin_disparity_hand_values():
     assert d.item() == pytest.approx(-12.750396, abs=1e-5)
 
 
-def test_mdd_uses_one_adversary_per_ordered_modality_pair():
-    _, mdd = method_for("mdd")
-    assert mdd.pairs == [("a", "b"), ("b", "a")] and len(mdd.adversaries) == 2
+def test_margin_disparity_uses_one_adversary_per_ordered_modality_pair():
+    _, method = method_for("margin_disparity")
+    assert method.pairs == [("a", "b"), ("b", "a")] and len(method.adversaries) == 2
 
 
 # --- ISCA -----------------------------------------------------------------------------------------
@@ -224,6 +254,8 @@ def test_unknown_method_names_are_refused():
     with pytest.raises(ConfigError, match=r"method\.name='dnn'.*choose one of"):
         build_method(MethodConfig(name="dnn"), tiny_model())
     assert set(METHODS) == {"uml", *BASELINES}
+    with pytest.raises(ConfigError, match=r"method\.name=isca is the authors' ISCA"):
+        build_method(MethodConfig(name="isca"), tiny_model(shared_components=4))
 
 
 def test_baselines_need_separate_encoders_and_isca_its_linear_maps():
@@ -231,7 +263,7 @@ def test_baselines_need_separate_encoders_and_isca_its_linear_maps():
     with pytest.raises(ConfigError, match=r"model\.projection_blocks=8"):
         build_method(MethodConfig(name="dann"), model)
     with pytest.raises(ConfigError, match=r"model\.shared_components"):
-        build_method(MethodConfig(name="isca"), tiny_model())
+        build_method(MethodConfig(name="isca_e2e"), tiny_model())
     one = UMLModel({"a": 1}, 3, ModelConfig(width=2, projection_blocks=8))
     with pytest.raises(ConfigError, match=r"data\.modalities"):
         build_method(MethodConfig(name="mcc"), one)
@@ -259,11 +291,15 @@ def test_federated_runs_refuse_a_baseline():
 
 
 def test_method_files_set_separate_encoders():
-    for name in BASELINES:
+    for name in [*BASELINES, "isca"]:
         cfg = load_config([f"method={name}", "model.width=8"])
         assert cfg.method.name == name and cfg.model.projection_blocks == 8
-    assert load_config(["method=isca", "model.width=8"]).model.shared_components == 8
-    assert load_config(["method=mdd"]).method.grl_max == 0.1
+    for name in ("isca", "isca_e2e"):
+        assert load_config([f"method={name}", "model.width=8"]).model.shared_components == 8
+    assert load_config(["method=margin_disparity"]).method.grl_max == 0.1
+    assert load_config(["method=mdd"]).method.density_weight == 0.01
+    isca = load_config(["method=isca"]).method
+    assert (isca.isca_cls_weight, isca.isca_mcc_weight, isca.isca_map_lr, isca.isca_disc_lr) == (0.1, 0.1, 2e-4, 2e-5)
 
 
 def test_table4_and_table3_arms():
@@ -281,22 +317,42 @@ def test_table4_and_table3_arms():
 # --- one full run ---------------------------------------------------------------------------------
 
 
-def test_isca_run_reports_its_arm_and_its_checkpoint_reproduces_the_accuracy(tmp_path):
+def test_isca_freezes_the_unimodal_encoders_and_its_checkpoint_reproduces_the_accuracy(tmp_path):
+    """The authors' ISCA: the encoders are exactly the unimodal baselines (same seed, batches, selection),
+    untouched by the maps; the saved model (encoder, centre, Q, classifier) gives the reported accuracy."""
     from uml_fed.centralized import run_centralized
     from uml_fed.data import load_institutions
     from uml_fed.results import load_checkpoint
 
-    cfg = load_config(tiny_overrides("method=isca", "train.epochs=2", "train.select_after=0"), output_dir=str(tmp_path))
+    overrides = tiny_overrides("method=isca", "train.epochs=2", "train.select_after=0", "method.isca_iterations=40")
+    cfg = load_config(overrides, output_dir=str(tmp_path))
     results = run_centralized(cfg, unimodal=True)
     assert results["method"] == "isca"
     for inst in load_institutions(cfg):
         entry = results["modalities"][inst.name]
-        assert entry["isca"]["reported"] == "calibrated" and "unimodal" in entry
+        assert entry["isca"]["reported"] == "running_stats" and entry["isca"]["selected_iteration"] % 10 == 0
+        assert entry["isca"]["steps_per_epoch"] == entry["unimodal"]["steps_per_epoch"]
         model, meta = load_checkpoint(tmp_path / "checkpoints" / f"isca_{inst.name}.pt")
         assert meta["model_cfg"]["shared_components"] == 8
         unimodal, _ = load_checkpoint(tmp_path / "checkpoints" / f"unimodal_{inst.name}.pt")
         assert isinstance(unimodal.projection.map, torch.nn.Identity)  # the baseline never uses a method
+        frozen = unimodal.projection.state_dict()
+        assert all(torch.equal(v, model.projection.state_dict()[k]) for k, v in frozen.items())
+        assert model.projection.center.abs().sum() > 0  # centred with the training mean
         x, y = torch.from_numpy(inst.split("test").images), torch.from_numpy(inst.split("test").labels)
         with torch.no_grad():
             acc = (model(x).argmax(1) == y).float().mean().item()
         assert acc == pytest.approx(entry["isca"]["test_acc"], abs=1e-6)
+
+
+def test_isca_maps_are_fitted_on_two_modalities_only_and_deterministically():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 16, generator=g), torch.randint(0, 3, (64,), generator=g)
+    data = {m: Embedded((x + i, y), (x[:16] + i, y[:16])) for i, m in enumerate(("a", "b"))}
+    cfg = MethodConfig(name="isca", isca_iterations=30, isca_epochs=3)
+    first = fit_maps(data, 3, 4, cfg, torch.Generator().manual_seed(1))
+    again = fit_maps(data, 3, 4, cfg, torch.Generator().manual_seed(1))
+    assert all(torch.equal(first[m].q, again[m].q) and first[m].iteration == again[m].iteration for m in data)
+    assert first["a"].q.shape == (4, 16) and torch.allclose(first["b"].center, x.mean(0) + 1)
+    with pytest.raises(ConfigError, match="exactly two modalities"):
+        fit_maps({**data, "c": data["a"]}, 3, 4, cfg, g)

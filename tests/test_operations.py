@@ -77,7 +77,10 @@ def test_config_errors_name_their_key_before_any_data_is_loaded():
 
 def test_error_reasons_are_one_line():
     assert one_line("Traceback (most recent call last):\n  File x\nValueError: bad band\n") == "ValueError: bad band"
-    assert str(RunFailed("s2", "a\nb\nOSError: disk full")) == "institution s2: OSError: disk full"
+    ray = "ClientAppException:\nTraceback (most recent call last):\n  File y\nOSError: disk full"
+    assert str(RunFailed("s2", ray)) == "institution s2: OSError: disk full"
+    helpful = "MissingDataError: no folder /data/eurosat/EuroSAT\nexpected layout:\n  one sub-folder per class"
+    assert one_line(helpful) == "MissingDataError: no folder /data/eurosat/EuroSAT"  # what failed, not the help
 
 
 def _reply(institution_time: float, node: int) -> Message:
@@ -145,7 +148,7 @@ def test_make_certs_writes_where_uml_fed_certs_says(tmp_path):
 
 
 def test_float16_on_the_wire_halves_the_bytes_and_aggregates_in_float32():
-    from uml_fed.federated.strategy import Aggregator
+    from uml_fed.federated.strategy import Aggregator, ChosenNodes
 
     cfg = from_run_config({"overrides": TINY_RUN["overrides"] + " fed.wire_dtype=float16"})
     state = OrderedDict(w=torch.tensor([1.0, 2.0 + 1e-3]), n=torch.tensor([3]))
@@ -165,20 +168,21 @@ def test_float16_on_the_wire_halves_the_bytes_and_aggregates_in_float32():
     names = {1: "a", 2: "b"}
     out = agg.aggregate(1, [reply(1.0, 1), reply(2.0, 2)], lambda m: names[m.metadata.src_node_id])
     assert out["w"].numpy().dtype == np.float32 and np.allclose(out["w"].numpy(), 1.5)
-    sent = agg.messages(out, ConfigRecord({"server-round": 2}), {1: "a"})[0]
+    sent = agg.messages(ChosenNodes(None, [1]), 2, out, ConfigRecord({"server-round": 2}), {1: "a"})[0]
     assert sent.content["arrays"]["w"].numpy().dtype == np.float16
 
 
 def test_compute_options_train_and_evaluate_on_the_cpu():
     """bf16 autocast and channels-last: same parameters and names, float32 outputs, a loss that goes
-    down; ``auto`` keeps float32 NCHW on the CPU (bf16 is slower there)."""
+    down; ``auto`` takes bf16 on a CPU only where it is native (elsewhere it is ~10x slower), and NHWC."""
     from uml_fed.data import load_institutions
     from uml_fed.evaluation import split_tensors
     from uml_fed.model import Compute, UMLModel
-    from uml_fed.train import BatchStream, compute_for, evaluate, make_optimizer, train_one_epoch
+    from uml_fed.train import BatchStream, compute_for, cpu_has_native_bf16, evaluate, make_optimizer, train_one_epoch
 
     cfg = load_config(tiny_overrides())
-    assert compute_for(cfg.train, torch.device("cpu")) == Compute(None, False)
+    auto = Compute(torch.bfloat16 if cpu_has_native_bf16() else None, True)
+    assert compute_for(cfg.train, torch.device("cpu")) == auto
     inst = load_institutions(cfg, only="s2")[0]
     x, y = split_tensors(inst, "train")
     torch.manual_seed(0)
@@ -194,6 +198,19 @@ def test_compute_options_train_and_evaluate_on_the_cpu():
         last = train_one_epoch(model, streams, opt)["loss"]
     assert np.isfinite(last) and last < first
     assert 0.0 <= evaluate(model.modality_model("s2"), x, y, torch.device("cpu"))["acc"] <= 1.0
+
+
+def test_auto_precision_takes_bf16_on_a_cpu_only_where_it_is_native(tmp_path):
+    from uml_fed.model import Compute
+    from uml_fed.train import compute_for, cpu_has_native_bf16
+
+    avx2, avx512 = tmp_path / "avx2", tmp_path / "avx512"
+    avx2.write_text("flags\t\t: fpu sse sse2 avx avx2 fma\n")
+    avx512.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert not cpu_has_native_bf16(str(avx2)) and cpu_has_native_bf16(str(avx512))
+    assert not cpu_has_native_bf16(str(tmp_path / "no-such-file"))
+    cfg = load_config(tiny_overrides("train.precision=fp32", "train.channels_last=off"))
+    assert compute_for(cfg.train, torch.device("cpu")) == Compute(None, False)
 
 
 def test_experiment_runs_federated_schedules_side_by_side_when_asked():

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import check_client_replies, tiny_overrides
 from flwr.app import Context
@@ -13,8 +21,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
 import client_app as real_client
-from uml_fed.config import from_run_config
-from uml_fed.federated.runtime import abandoned_clients_ended, server_config
+from uml_fed.config import STRATEGY_NAMES, from_run_config
+from uml_fed.federated.runtime import server_run
 from uml_fed.federated.server import run_federated
 
 
@@ -47,8 +55,7 @@ def _simulate(run_config, replies, fail=None, nodes=2, sent=None):
 
     @server.main()
     def _main(grid, context):
-        cfg, names = server_config(run_config)  # run_simulation passes an empty run config
-        with abandoned_clients_ended():  # as server_app.py
+        with server_run(run_config) as (cfg, names):  # as server_app.py (run_simulation passes no run config)
             run_federated(RecordingGrid(grid, replies, sent), cfg, names)
 
     client = ClientApp()
@@ -115,21 +122,65 @@ def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(s
 
 
 @pytest.mark.slow
-def test_flwr_run_cli_on_a_tiny_config(tmp_path):
-    from uml_fed.federated.launch import flwr_run, processes_with
+def test_uml_fed_federated_runs_flwr_and_exits_0_on_a_finished_run(tmp_path):
+    from uml_fed.federated.launch import processes_with
 
     out = tmp_path / "run"
-    run = flwr_run(
-        {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 2, "output-dir": str(out)},
-        federation_config={"num-supernodes": 2, "client-resources-num-cpus": 1},
+    home = Path(tempfile.mkdtemp(prefix="umlf-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    run_config = f"overrides='{' '.join(tiny_overrides())}' local-epochs=1 total-epochs=2 output-dir='{out}'"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "uml-fed"), "federated", "--run-config", run_config],
+        capture_output=True,
+        text=True,
         timeout=400,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(home)},  # its private Flower home (and Ray's) is made there
     )
-    assert run.returncode == 0, run.output[-3000:]
-    assert f"run directory: {out}" in run.output
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert f"run directory: {out}" in proc.stdout and "uml-fed federated: finished" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results["modalities"]) == {"s1", "s2"} and results["rounds"] == 2
     assert len(list((out / "clients" / "s1").glob("*/model.pt"))) == 1  # one private folder for this run
-    assert not processes_with(str(run.flwr_home))  # every Flower process it started is gone
+    assert not processes_with(str(home))  # every Flower process it started is gone
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_uml_fed_federated_exits_1_with_the_failed_runs_one_line_reason(tmp_path):
+    out = tmp_path / "run"
+    bad = " ".join(tiny_overrides("data=eurosat_s1_rgb", f"data.root={tmp_path / 'nowhere'}"))
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "uml-fed"),
+            "federated",
+            "--run-config",
+            f"overrides='{bad}' local-epochs=2 output-dir='{out}'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"uml-fed federated: run failed: institution (s1|rgb): MissingDataError: .*nowhere' does not exist.*", last
+    )
+    assert json.loads((out / "results.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_server_side_config_error_is_one_line_and_a_failed_results_file(tmp_path):
+    """Plain ``flwr run`` (exit 0 whatever happened: Flower 1.42): the ServerApp still records the failure
+    in results.json and prints the reason as one line, not inside a traceback."""
+    from uml_fed.federated.launch import flwr_run
+
+    out = tmp_path / "run"
+    run = flwr_run({"strategy": "bogus", "output-dir": str(out)}, timeout=300)
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "failed" and results["reason"].startswith("ConfigError: fed.strategy='bogus'")
+    assert "run failed: server: ConfigError: fed.strategy='bogus' must be one of" in run.output
+    assert "Traceback" not in run.output
 
 
 def _s2_crashes_in_round_2(msg, context):
@@ -299,3 +350,58 @@ def test_four_institutions_two_per_sensor_share_projections_within_their_sensor_
         assert dict(m.content["metrics"])["modality-weight"] == 0.5
     for inst in ("s1_0", "s1_1", "s2_0", "s2_1"):
         assert len(list((tmp_path / "run" / "clients" / inst).glob("*/model.pt"))) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_each_strategy_runs_two_rounds_and_moves_the_backbone_as_its_formula_says(strategy, tmp_path):
+    """In a real simulation: the backbone the server sends in round 2, and with the calibration message,
+    is the strategy's formula applied to what it sent before and what the institutions replied."""
+    from test_federated import expected_rounds
+
+    run_config = {
+        "overrides": " ".join(tiny_overrides()),
+        "strategy": strategy,
+        "local-epochs": 1,
+        "total-epochs": 2,
+        "output-dir": str(tmp_path / "run"),
+    }
+    replies, sent = [], []
+    _simulate(run_config, replies, sent=sent)
+    cfg = from_run_config(run_config)
+    options = {
+        k: getattr(cfg.fed, k) for k in ("server_lr", "server_momentum", "eta", "tau", "beta_1", "beta_2", "trim_beta")
+    }
+
+    def arrays(msg):
+        return {k: v.numpy() for k, v in msg.content["arrays"].to_torch_state_dict().items()}
+
+    by_round = {}
+    for m in sent:
+        if m.metadata.message_type in ("train", "query.calibrate"):
+            kind = "final" if m.metadata.message_type == "query.calibrate" else m.content["config"]["server-round"]
+            by_round.setdefault(kind, arrays(m))
+    train_ids = {
+        m.metadata.message_id: m.content["config"]["server-round"] for m in sent if m.metadata.message_type == "train"
+    }
+    answers = {1: [], 2: []}
+    for r in sorted(replies, key=lambda r: r.metadata.src_node_id):
+        if r.metadata.reply_to_message_id in train_ids:
+            answers[train_ids[r.metadata.reply_to_message_id]].append(arrays(r))
+    want = expected_rounds(strategy, by_round[1], [answers[1], answers[2]], [1.0, 1.0], options)
+    for got, expected in ((by_round[2], want[0]), (by_round["final"], want[1])):
+        for k in got:
+            np.testing.assert_allclose(got[k], expected[k], rtol=1e-4, atol=1e-6)
+    assert (
+        json.loads((tmp_path / "run" / "results.json").read_text())["strategy_options"]
+        == {
+            "fedavg": {},
+            "fedprox": {"proximal_mu": cfg.fed.proximal_mu},
+            "fedavgm": {"server_learning_rate": 0.1, "server_momentum": 0.9},
+            "fedadam": {"eta": 0.01, "eta_l": cfg.train.lr, "tau": 1e-3, "beta_1": 0.9, "beta_2": 0.99},
+            "fedyogi": {"eta": 0.01, "eta_l": cfg.train.lr, "tau": 1e-3, "beta_1": 0.9, "beta_2": 0.99},
+            "fedadagrad": {"eta": 0.01, "eta_l": cfg.train.lr, "tau": 1e-3},
+            "fedmedian": {},
+            "fedtrimmedavg": {"beta": 0.2},
+        }[strategy]
+    )

@@ -27,13 +27,17 @@ from .config import Config
 from .data import Institution, Split, canonical_order, load_institutions, modality_of
 from .evaluation import calibrate_and_evaluate, split_tensors
 from .methods import Method, build_method
+from .methods.isca import Embedded, embed, fit_maps, isca_model
 from .model import ModalityModel, UMLModel, build_unimodal
 from .results import RunDir, summary_table
 from .train import (
     BatchStream,
     Selection,
     compute_for,
+    compute_record,
+    epoch_steps,
     evaluate,
+    full_batches,
     lr_at,
     make_optimizer,
     resolve_device,
@@ -52,10 +56,12 @@ def fit(
     run: RunDir | None,
     phase: str,
     method: Method | None = None,
-) -> tuple[dict[str, ModalityModel], dict[str, int]]:
+    largest: int = 0,
+) -> tuple[dict[str, ModalityModel], dict[str, int], int]:
     """Train ``model`` on all its modalities with Algorithm 1 (or ``method``'s objective).
 
-    Returns each modality's selected model and the epoch it was selected at.
+    ``largest``: the full batches of the run's largest institution (``train.steps_per_epoch=largest``).
+    Returns each modality's selected model, the epoch it was selected at, and the steps per epoch.
     """
     t = cfg.train
     by_name = {inst.name: inst for inst in institutions}
@@ -67,6 +73,7 @@ def fit(
     method = method if method is not None else Method(cfg.method, model)
     optimizer = make_optimizer(torch.nn.ModuleList([model, method.to(device)]), t.lr, t.weight_decay)
     selection = {m: Selection(t.select_after) for m in model.modalities}
+    steps = epoch_steps(t.steps_per_epoch, streams, largest)
     bar = tqdm(range(t.epochs), desc=phase, disable=not t.progress, leave=False, dynamic_ncols=True)
     for epoch in bar:
         lr = lr_at(t, epoch)
@@ -79,6 +86,7 @@ def fit(
             where=f"({phase}, epoch {epoch})",
             method=method,
             progress=(epoch / t.epochs, (epoch + 1) / t.epochs),
+            steps=steps,
         )
         train_s = time.perf_counter() - tic
         row: dict[str, Any] = {"phase": phase, "epoch": epoch, "lr": lr, "train_s": train_s, **metrics}
@@ -96,7 +104,12 @@ def fit(
         selected[m], epochs[m] = mm, sel.best_at if sel.state is not None else t.epochs - 1
         if run is not None:
             run.log({"phase": phase, "selected": m, "epoch": epochs[m], "val_acc": sel.best_acc if sel.state else None})
-    return selected, epochs
+    return selected, epochs, steps
+
+
+def largest_institution_batches(institutions: list[Institution], batch_size: int) -> int:
+    """Full batches of the largest training split among ``institutions`` (``train.steps_per_epoch=largest``)."""
+    return max(full_batches(len(i.split("train")), batch_size) for i in institutions)
 
 
 def _prepare(cfg: Config, institutions: list[Institution] | None) -> tuple[torch.device, RunDir, list[Institution]]:
@@ -121,12 +134,13 @@ def _train_and_evaluate(
     results: dict[str, Any],
     method: Method | None = None,
     members: dict[str, list[Institution]] | None = None,
+    largest: int = 0,
 ) -> None:
     """Fit ``model``, then calibrate + evaluate every selected model into ``results``: on the institution
     it was trained on, or (``members``: pooled training) on each institution of the pool, calibrated on
     that institution's own data."""
     phase = arm if len(model.modalities) > 1 else f"{arm}/{model.modalities[0]}"
-    selected, epochs = fit(model, institutions, cfg, device, run, phase, method)
+    selected, epochs, steps = fit(model, institutions, cfg, device, run, phase, method, largest)
     for trained in institutions:
         for inst in (members or {}).get(trained.name, [trained]):
             r = calibrate_and_evaluate(
@@ -139,7 +153,11 @@ def _train_and_evaluate(
                 model_cfg=model.cfg,
             )
             results.setdefault("calibration_s", {})[f"{arm}/{inst.name}"] = r.pop("calibration_s")
-            results["modalities"].setdefault(inst.name, {})[arm] = {**r, "selected_epoch": epochs[trained.name]}
+            results["modalities"].setdefault(inst.name, {})[arm] = {
+                **r,
+                "selected_epoch": epochs[trained.name],
+                "steps_per_epoch": steps,
+            }
 
 
 def pool(institutions: list[Institution], name: str) -> Institution:
@@ -156,8 +174,15 @@ def pool(institutions: list[Institution], name: str) -> Institution:
     return Institution(name=name, bands=first.bands, classes=first.classes, splits=splits, source=first.source)
 
 
-def _new_results(cfg: Config, mode: str, institutions: list[Institution]) -> dict[str, Any]:
-    return {"mode": mode, "seed": cfg.seed, "classes": institutions[0].classes, "modalities": {}}
+def _new_results(cfg: Config, mode: str, institutions: list[Institution], device: torch.device) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "seed": cfg.seed,
+        "classes": institutions[0].classes,
+        "steps_per_epoch": cfg.train.steps_per_epoch,
+        "compute": compute_record(compute_for(cfg.train, device), device),
+        "modalities": {},
+    }
 
 
 def _finish(results: dict[str, Any], run: RunDir, start: float) -> dict[str, Any]:
@@ -195,9 +220,59 @@ def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, 
         results,
         method,
         {t.name: members[t.name] for t in trained} if members else None,
+        largest_institution_batches(institutions, cfg.train.batch_size),
     )
     results["method"] = method.name
     results[f"{method.name}_s"] = time.perf_counter() - tic
+
+
+def isca_arm(cfg: Config, institutions: list[Institution], device: torch.device, run: RunDir, results: dict) -> None:
+    """ISCA as its authors run it (:mod:`uml_fed.methods.isca`): each institution's unimodal encoder
+    trained exactly as the ``unimodal`` arm trains its baseline (same phase name, so the same seeded
+    batches), frozen; linear maps and a classifier fitted on the fixed embeddings; then evaluated and
+    saved like every other modality model."""
+    tic = time.perf_counter()
+    encoder_cfg = copy.copy(cfg.model)
+    encoder_cfg.track_running_stats = cfg.train.unimodal_bn == "ordinary"
+    largest = largest_institution_batches(institutions, cfg.train.batch_size)
+    encoders, epochs, steps, data = {}, {}, {}, {}
+    for inst in institutions:
+        seed_everything(cfg.seed)
+        model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), encoder_cfg).to(device)
+        model.set_compute(compute_for(cfg.train, device), cfg.train.compile)
+        selected, epoch, steps[inst.name] = fit(model, [inst], cfg, device, run, f"unimodal/{inst.name}", None, largest)
+        encoders[inst.name], epochs[inst.name] = selected[inst.name], epoch[inst.name]
+        data[inst.name] = Embedded(
+            *(
+                (embed(encoders[inst.name], x, device, cfg.train.eval_batch_size), y.to(device))
+                for x, y in (split_tensors(inst, "train"), split_tensors(inst, "val"))
+            )
+        )
+    maps = fit_maps(
+        data, len(institutions[0].classes), cfg.model.shared_components, cfg.method, seeded_generator(cfg.seed, "isca")
+    )
+    isca = UMLModel({i.name: i.in_channels for i in institutions}, len(institutions[0].classes), encoder_cfg)
+    isca.to(device)
+    for inst in institutions:
+        mm = isca_model(encoders[inst.name], maps[inst.name], isca, inst.name)
+        r = calibrate_and_evaluate(
+            mm,
+            inst,
+            cfg,
+            device,
+            seeded_generator(cfg.seed, "calibrate", "isca", inst.name),
+            checkpoint=run.checkpoint_path(f"isca_{inst.name}"),
+            model_cfg=encoder_cfg,
+        )
+        results.setdefault("calibration_s", {})[f"isca/{inst.name}"] = r.pop("calibration_s")
+        results["modalities"].setdefault(inst.name, {})["isca"] = {
+            **r,
+            "selected_epoch": epochs[inst.name],
+            "selected_iteration": maps[inst.name].iteration,
+            "steps_per_epoch": steps[inst.name],
+        }
+    results["method"] = "isca"
+    results["isca_s"] = time.perf_counter() - tic
 
 
 def unimodal_arm(
@@ -216,11 +291,12 @@ def unimodal_arm(
     tic = time.perf_counter()
     model_cfg = copy.copy(cfg.model)
     model_cfg.track_running_stats = cfg.train.unimodal_bn == "ordinary"
+    largest = largest_institution_batches(institutions, cfg.train.batch_size)
     for inst in institutions:
         seed_everything(cfg.seed)
         model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), model_cfg).to(device)
         model.set_compute(compute_for(cfg.train, device), cfg.train.compile)
-        _train_and_evaluate(arm, model, [inst], cfg, device, run, results)
+        _train_and_evaluate(arm, model, [inst], cfg, device, run, results, largest=largest)
     results[f"{arm}_s"] = time.perf_counter() - tic
 
 
@@ -228,8 +304,8 @@ def run_centralized(cfg: Config, institutions: list[Institution] | None = None, 
     """UML (Algorithm 1 + 2) over all institutions, plus (optionally) the unimodal baselines."""
     start = time.perf_counter()
     device, run, institutions = _prepare(cfg, institutions)
-    results = _new_results(cfg, "centralized", institutions)
-    uml_arm(cfg, institutions, device, run, results)
+    results = _new_results(cfg, "centralized", institutions, device)
+    (isca_arm if cfg.method.name == "isca" else uml_arm)(cfg, institutions, device, run, results)
     if unimodal if unimodal is not None else cfg.train.run_unimodal:
         unimodal_arm(cfg, institutions, device, run, results)
     return _finish(results, run, start)
@@ -239,7 +315,7 @@ def run_unimodal(cfg: Config, institutions: list[Institution] | None = None) -> 
     """The unimodal baselines alone (``uml-fed unimodal``)."""
     start = time.perf_counter()
     device, run, institutions = _prepare(cfg, institutions)
-    results = _new_results(cfg, "unimodal", institutions)
+    results = _new_results(cfg, "unimodal", institutions, device)
     unimodal_arm(cfg, institutions, device, run, results)
     return _finish(results, run, start)
 
@@ -283,7 +359,7 @@ def run_paired(cfg: Config) -> dict:
     paired.data.paired = True
     device, run, institutions = _prepare(paired, None)
     fused = fuse(institutions)
-    results = _new_results(paired, "paired", [fused])
+    results = _new_results(paired, "paired", [fused], device)
     unimodal_arm(paired, [fused], device, run, results, arm="paired")
     return _finish(results, run, start)
 

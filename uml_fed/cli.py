@@ -2,6 +2,8 @@
 
     uml-fed centralized [hydra overrides]      Algorithm 1 + BN calibration (+ unimodal baselines)
     uml-fed unimodal [hydra overrides]         the unimodal baselines only
+    uml-fed federated [--run-config "k=v ..."] [--federation-config "k=v ..."]
+                                               a federated simulation (flwr run); exit 1 when the run failed
     uml-fed sweep [hydra overrides]            federated R x L schedules + references, table and plot
     uml-fed experiment NAME [overrides]        a paper table/figure over seeds (--list: the experiments)
     uml-fed prepare-data [hydra overrides]     decode a real archive once into the per-institution cache
@@ -79,6 +81,29 @@ def _prepare_data(cfg) -> None:  # type: ignore[no-untyped-def]
     prepare_data(cfg)
 
 
+def _federated(argv: list[str]) -> None:
+    """``flwr run . --stream`` for scripts: exit 0 only when the run finished (Flower's CLI exits 0 on a
+    failed run); a failed run's one-line reason is the last line printed, exit 1."""
+    import argparse
+
+    from flwr.common.config import parse_config_args
+
+    from .federated.launch import FederatedRunFailed, run_federated_job
+
+    parser = argparse.ArgumentParser(prog="uml-fed federated", description=_federated.__doc__)
+    parser.add_argument("--run-config", default="", help="as for flwr run: 'k=v ...' or a .toml file")
+    parser.add_argument("--federation-config", default="", help="as for flwr run, e.g. 'num-supernodes=4'")
+    args = parser.parse_args(argv)
+    run_config = parse_config_args([args.run_config]) if args.run_config else {}
+    federation = parse_config_args([args.federation_config]) if args.federation_config else {}
+    try:
+        results = run_federated_job(run_config, federation, stream_to=sys.stdout)
+    except FederatedRunFailed as e:
+        print(f"uml-fed federated: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"uml-fed federated: finished, results in {results['run_dir']}")
+
+
 def _experiment(argv: list[str]) -> None:
     from .experiments import EXPERIMENTS, run_experiment
 
@@ -103,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
-    if cmd == "experiment":
+    if cmd in ("experiment", "federated"):
         with user_errors(f"uml-fed {cmd}"):
-            _experiment(rest)
+            (_experiment if cmd == "experiment" else _federated)(rest)
         return
     if cmd == "predict":
         from .predict import main as predict_main

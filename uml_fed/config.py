@@ -117,6 +117,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 200  # total training epochs (federated: R x L)
     batch_size: int = 32  # mini-batch size b per modality and step
+    steps_per_epoch: str = "largest"  # largest = every model of the run (UML, baselines, federated clients) takes the run's largest institution's full batches per epoch (equal steps) | own = its own data's
     lr: float = 1e-3  # AdamW initial learning rate
     weight_decay: float = 0.01  # AdamW weight decay
     lr_step: int = 150  # StepLR step size in epochs
@@ -127,8 +128,8 @@ class TrainConfig:
     bn_cal_batch_size: int = 600  # Algorithm 2: calibration batch size B
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch intra-op threads; 0 = leave torch's default
-    precision: str = "auto"  # fp32 | bf16 (autocast) | auto = bf16 on a GPU that supports it, fp32 on the CPU
-    channels_last: str = "auto"  # on | off | auto = on for a GPU (NHWC for tensor cores), off on the CPU
+    precision: str = "auto"  # fp32 | bf16 (autocast) | auto = bf16 on a GPU that supports it or a CPU with native bf16 (AVX512-BF16, AMX), else fp32
+    channels_last: str = "auto"  # on | off | auto = on (NHWC: faster on GPUs and on the CPUs measured)
     compile: str = "off"  # torch.compile the projections and backbone: off | default | reduce-overhead | max-autotune
     run_unimodal: bool = True  # centralized command: also train the unimodal baselines for comparison
     pool_institutions: bool = (
@@ -144,6 +145,13 @@ class FedConfig:
     rounds: int = 0  # R; 0 = train.epochs // local_epochs
     strategy: str = "fedavg"  # fedavg | fedprox | fedavgm | fedadam | fedyogi | fedadagrad | fedmedian | fedtrimmedavg
     proximal_mu: float = 0.0  # FedProx mu (> 0 adds mu/2 ||theta - theta_global||^2 on the backbone)
+    server_lr: float = 0.1  # FedAvgM: server learning rate, > 0; with server_momentum 0.9 the steady-state step equals FedAvg's (0.1 / (1 - 0.9) = 1; Hsu et al. 2019)
+    server_momentum: float = 0.9  # FedAvgM: server momentum, in [0, 1) (0 with server_lr 1 is FedAvg)
+    eta: float = 0.01  # FedAdam/FedYogi/FedAdagrad: server learning rate, > 0; 0.01 moves the backbone 0.4x/0.6x/1.3x FedAvg's round-1 step (scripts/strategy_scale.py; Flower's 0.1: 4x/6x/13x)
+    tau: float = 1e-3  # FedAdam/FedYogi/FedAdagrad: adaptivity, > 0 (added to sqrt(v) in the denominator)
+    beta_1: float = 0.9  # FedAdam/FedYogi: first-moment decay, in [0, 1)
+    beta_2: float = 0.99  # FedAdam/FedYogi: second-moment decay, in [0, 1)
+    trim_beta: float = 0.2  # FedTrimmedAvg: fraction of institutions cut at each end per coordinate, in [0, 0.5)
     weighting: str = "uniform"  # uniform = 1/K per institution (paper) | num_examples (Flower's default) | modality = 1/M per modality
     projection_sharing: str = (
         "none"  # none = projections strictly private (paper) | modality = averaged among institutions of one modality
@@ -174,7 +182,7 @@ class FedConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "uml"  # uml (the paper) | dann | cdan | mcc | mdd | isca (configs/method/); choose with method=<name>
+    name: str = "uml"  # uml (the paper) | dann | cdan | mcc | mdd | margin_disparity | isca | isca_e2e (configs/method/); choose with method=<name>
     # The baselines' coefficients (uml uses none). Defaults: the original papers / reference code, cited per field.
     align_weight: float = 1.0  # weight of the alignment term added to the mean cross-entropy, >= 0 (tllib DANN/CDAN/MCC/MDD trade-off 1.0; ISCA lambda_dist 1.0)
     grl_max: float = 1.0  # DANN/CDAN/MDD: final gradient-reversal coefficient, >= 0 (1: DANN paper, tllib; mdd.yaml: 0.1, official MDD GRL high)
@@ -187,20 +195,47 @@ class MethodConfig:
     )
     cdan_randomized_dim: int = 1024  # CDAN: output size of the randomized multilinear map, used when features x classes > 4096, >= 1 (Long et al. 2018: 1024)
     mcc_temperature: float = 2.5  # MCC: softmax temperature, > 0 (Jin et al. 2020 and tllib default 2.5)
-    mdd_margin: float = 4.0  # MDD: margin gamma, > 0 (Zhang et al. 2019 and tllib default 4)
-    isca_whiten_weight: float = 1.0  # ISCA: weight of the covariance penalty relative to the distribution term, >= 0 (ISCA scripts: lambda 1.0 vs lambda_dist 1.0)
+    density_weight: float = (
+        0.01  # MDD (maximum density divergence): alpha, weight of L_mdd, >= 0 (Li et al. 2020: best at 0.01)
+    )
+    disparity_margin: float = (
+        4.0  # margin disparity discrepancy: margin gamma, > 0 (Zhang et al. 2019 and tllib default 4)
+    )
+    isca_whiten_weight: float = (
+        1.0  # ISCA (both variants): weight of the whitening penalty per modality, >= 0 (ISCA scripts: lambda 1.0)
+    )
+    isca_cls_weight: float = 0.1  # ISCA: cross-entropy weight lambda_cls, >= 0 (ISCA scripts: 0.1)
+    isca_mcc_weight: float = 0.1  # ISCA: weight of the MCC term, >= 0 (ISCA code: 0.1; 0 = plain SCA)
+    isca_mcc_temperature: float = 0.55  # ISCA: MCC temperature, > 0 (ISCA scripts: 0.55)
+    isca_map_lr: float = 2e-4  # ISCA: Adam learning rate of the linear maps Q, > 0 (ISCA scripts: alpha 2e-4)
+    isca_disc_lr: float = 2e-5  # ISCA: Adam learning rate of the discriminator, > 0 (ISCA scripts: beta 2e-5)
+    isca_cls_lr: float = 4e-4  # ISCA: initial Adam learning rate of the classifier, > 0, decayed (1 + 0.001 t)^-0.75 (ISCA code: 0.02 x 0.02)
+    isca_iterations: int = 1250  # ISCA: iterations of the alternating training, >= 1 (ISCA code: 10 epochs x 125)
+    isca_epochs: int = 10  # ISCA: epochs the iterations are cut into for the label-noise decay, >= 1 (ISCA scripts: 10)
+    isca_batch_size: int = 64  # ISCA: embeddings per modality and iteration, >= 2 (ISCA scripts: 64)
+    isca_label_noise: float = (
+        0.2  # ISCA: width of the discriminator labels' uniform noise at epoch 0, in [0, 0.5) (ISCA code: 0.2)
+    )
+    isca_eval_every: int = (
+        10  # ISCA: iterations between validations for model selection, >= 1 (ISCA code: print_freq 10)
+    )
 
 
 @dataclass
 class RunnerConfig:
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # `uml-fed experiment`: seeds of every arm
+    seeds: list[int] = field(
+        default_factory=lambda: [0, 1, 2, 3, 4]
+    )  # `uml-fed experiment`: seeds of every arm (5: one or three seeds cannot carry an effect of a few points)
+    threads: int = (
+        1  # torch threads of every run, >= 1: pinned and part of the run's identity, since the numbers depend on it
+    )
     root: str = "outputs/experiments"  # runs (runs/) and reports (<experiment>/<variant>/); relative = to the cwd
     report_root: str = ""  # where reports go instead (e.g. docs/results); "" = root. Runs always stay under root
     scale: str = (
         "cpu"  # cpu = embedded synthetic data, CPU-sized model/schedule | paper = a real archive, Table 7 (GPU)
     )
     dataset: str = "bigearthnet"  # paper scale: bigearthnet | sen12ms | eurosat_s1_rgb (configs/experiment presets)
-    parallel: int = 1  # federated runs (separate flwr processes) at once, e.g. the schedules of a sweep on a big GPU
+    parallel: int = 1  # runs at once, each in its own process (2 single-thread runs use both cores of a 2-core machine; a federated run trains its institutions in parallel)
 
 
 @dataclass
@@ -290,6 +325,8 @@ def validate(cfg: Config) -> None:
     ):
         if getattr(t, key) not in allowed:
             raise ConfigError(f"train.{key}={getattr(t, key)!r} must be one of {list(allowed)}")
+    if t.steps_per_epoch not in ("largest", "own"):
+        raise ConfigError(f"train.steps_per_epoch={t.steps_per_epoch!r} must be 'largest' or 'own'")
     if t.unimodal_bn not in ("ordinary", "calibrated"):
         raise ConfigError(f"train.unimodal_bn={t.unimodal_bn!r} must be 'ordinary' or 'calibrated'")
     if t.bn_cal_epochs < 0:
@@ -306,6 +343,22 @@ def validate(cfg: Config) -> None:
     for key, allowed in choices.items():
         if getattr(f, key) not in allowed:
             raise ConfigError(f"fed.{key}={getattr(f, key)!r} must be one of {list(allowed)}")
+    if f.strategy in ("fedmedian", "fedtrimmedavg") and f.weighting != "uniform":
+        raise ConfigError(
+            f"fed.strategy={f.strategy} takes a coordinate-wise statistic of the institutions' backbones and "
+            f"cannot weight them: fed.weighting={f.weighting!r} is not honoured; set fed.weighting=uniform"
+        )
+    for key, low, high in (
+        ("server_momentum", 0.0, 1.0),
+        ("beta_1", 0.0, 1.0),
+        ("beta_2", 0.0, 1.0),
+        ("trim_beta", 0.0, 0.5),
+    ):
+        if not low <= getattr(f, key) < high:
+            raise ConfigError(f"fed.{key}={getattr(f, key)} must be in [{low:g}, {high:g})")
+    for key in ("server_lr", "eta", "tau"):
+        if getattr(f, key) <= 0:
+            raise ConfigError(f"fed.{key}={getattr(f, key)} must be > 0")
     if f.proximal_mu < 0 or (f.proximal_mu > 0 and f.strategy != "fedprox"):
         raise ConfigError(f"fed.proximal_mu={f.proximal_mu} must be >= 0 and is only used by fed.strategy=fedprox")
     if not 0 < f.fraction_train <= 1:
@@ -324,6 +377,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"runner.scale={cfg.runner.scale!r} must be 'cpu' or 'paper'")
     if cfg.runner.dataset not in ("bigearthnet", "sen12ms", "eurosat_s1_rgb"):
         raise ConfigError(f"runner.dataset={cfg.runner.dataset!r} must be bigearthnet, sen12ms or eurosat_s1_rgb")
+    if cfg.runner.threads < 1:
+        raise ConfigError(f"runner.threads={cfg.runner.threads} must be >= 1")
     if cfg.runner.parallel < 1:
         raise ConfigError(f"runner.parallel={cfg.runner.parallel} must be >= 1")
     if not cfg.runner.seeds:
@@ -334,15 +389,21 @@ def validate(cfg: Config) -> None:
 
 def validate_method(c: MethodConfig) -> None:
     """The baselines' coefficients (the name is checked by ``uml_fed.methods.build_method``)."""
-    for key in ("align_weight", "grl_max", "grl_gamma", "isca_whiten_weight"):
+    nonnegative = ("align_weight", "grl_max", "grl_gamma", "density_weight", "isca_whiten_weight")
+    for key in (*nonnegative, "isca_cls_weight", "isca_mcc_weight"):
         if getattr(c, key) < 0:
             raise ConfigError(f"method.{key}={getattr(c, key)} must be >= 0")
-    for key in ("disc_hidden", "cdan_randomized_dim"):
+    for key in ("disc_hidden", "cdan_randomized_dim", "isca_iterations", "isca_epochs", "isca_eval_every"):
         if getattr(c, key) < 1:
             raise ConfigError(f"method.{key}={getattr(c, key)} must be >= 1")
-    for key in ("mcc_temperature", "mdd_margin"):
+    positive = ("mcc_temperature", "disparity_margin", "isca_mcc_temperature", "isca_map_lr")
+    for key in (*positive, "isca_disc_lr", "isca_cls_lr"):
         if getattr(c, key) <= 0:
             raise ConfigError(f"method.{key}={getattr(c, key)} must be > 0")
+    if c.isca_batch_size < 2:
+        raise ConfigError(f"method.isca_batch_size={c.isca_batch_size} must be >= 2 (batch statistics)")
+    if not 0 <= c.isca_label_noise < 0.5:
+        raise ConfigError(f"method.isca_label_noise={c.isca_label_noise} must be in [0, 0.5)")
 
 
 def validate_data(d: DataConfig) -> None:
@@ -444,6 +505,13 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "error-detail": "fed.error_detail",
     "wire-dtype": "fed.wire_dtype",
     "tensorboard": "fed.tensorboard",
+    "server-lr": "fed.server_lr",
+    "server-momentum": "fed.server_momentum",
+    "eta": "fed.eta",
+    "tau": "fed.tau",
+    "beta-1": "fed.beta_1",
+    "beta-2": "fed.beta_2",
+    "trim-beta": "fed.trim_beta",
 }
 KEEP: dict[str, Any] = {
     "local-epochs": 0,

@@ -93,13 +93,17 @@ class Projection(nn.Module):
         # ISCA's Q^(q) (model.shared_components, only with all 8 blocks private): a bias-free 1x1
         # convolution before the backbone's average pooling equals the linear map of the pooled
         # embedding, and keeps Q inside the modality model that is selected, calibrated and saved.
+        # ``center`` (zero unless set) is subtracted first: Q (pool(x) - center) = pool(Q (x - center)).
         k = cfg.shared_components
         self.map = nn.Conv2d(w * 8, k, kernel_size=1, bias=False) if k else nn.Identity()
+        if k:
+            self.register_buffer("center", torch.zeros(w * 8, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"projection expects N x {self.in_channels} x H x W input, got shape {tuple(x.shape)}")
-        return self.map(self.blocks(self.stem(x)))
+        z = self.blocks(self.stem(x))
+        return self.map(z - self.center) if isinstance(self.map, nn.Conv2d) else z
 
 
 class Backbone(nn.Module):

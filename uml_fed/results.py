@@ -109,10 +109,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Modali
 ARMS = {
     "uml": "UML",
     "isca": "ISCA",
+    "isca_e2e": "ISCA end to end",
     "dann": "DANN",
     "cdan": "CDAN",
     "mcc": "MCC",
     "mdd": "MDD",
+    "margin_disparity": "Margin disparity",
     "fed": "Federated UML",
     "unimodal": "Unimodal",
     "paired": "Paired fusion",

@@ -2,9 +2,12 @@
 
 An epoch is ``steps`` optimizer steps; each step draws one mini-batch of size b from EVERY modality
 of the model and minimises the mean of the per-modality cross-entropies (Algorithm 1; with one
-modality it is plain supervised training, Algorithm 3's local step).  ``steps`` is
-:func:`steps_per_epoch`: the largest modality's count of full batches, so each sample of the largest
-modality is seen once per epoch while smaller modalities cycle (reshuffled on every pass).
+modality it is plain supervised training, Algorithm 3's local step).  Streams cycle through their data
+(reshuffled on every pass), so an epoch can be longer than one pass.  How many steps
+(:func:`epoch_steps`, ``train.steps_per_epoch``): ``largest`` = as many as the run's largest
+institution has full batches -- Algorithm 1's epoch, and the same number for every model compared
+with it (a unimodal baseline, a federated client) so that no arm gets more optimizer steps than
+another; ``own`` = the model's own largest stream's full batches (one pass over its own data).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,13 +42,40 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16); without it, bf16
+    autocast is emulated and about 10x slower than float32 (scripts/bench_train.py on AVX2)."""
+    try:
+        flags = Path(cpuinfo).read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def compute_for(train: TrainConfig, device: torch.device) -> Compute:
-    """``train.precision`` / ``train.channels_last`` resolved for ``device`` (``auto``: the fast
-    choices on a GPU, plain float32 NCHW on the CPU, where bf16 autocast is slower)."""
-    gpu = device.type == "cuda"
-    bf16 = train.precision == "bf16" or (train.precision == "auto" and gpu and torch.cuda.is_bf16_supported())
-    nhwc = train.channels_last == "on" or (train.channels_last == "auto" and gpu)
+    """``train.precision`` / ``train.channels_last`` resolved for ``device``.
+
+    ``auto`` precision: bf16 autocast on a GPU that supports it and on a CPU with native bf16
+    (scripts/bench_train.py on an AMD EPYC with AVX512-BF16: 1.38x fp32), float32 elsewhere.
+    ``auto`` channels-last: on (GPU tensor cores; CPU measured 1.09x-1.37x on AVX2, 1.23x on AVX512).
+    """
+    if device.type == "cuda":
+        native_bf16 = torch.cuda.is_bf16_supported()
+    else:
+        native_bf16 = cpu_has_native_bf16()
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and native_bf16)
+    nhwc = train.channels_last in ("on", "auto")
     return Compute(torch.bfloat16 if bf16 else None, nhwc)
+
+
+def compute_record(compute: Compute, device: torch.device) -> dict[str, object]:
+    """What a results file says about how a run computed (the resolved ``auto`` choices)."""
+    return {
+        "device": str(device),
+        "precision": "bf16" if compute.dtype == torch.bfloat16 else "fp32",
+        "channels_last": compute.channels_last,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def derived_seed(seed: int, *parts: object) -> int:
@@ -91,7 +122,7 @@ class BatchStream:
 
     @property
     def full_batches(self) -> int:
-        return max(1, self.n // self.batch_size)
+        return full_batches(self.n, self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self
@@ -105,8 +136,20 @@ class BatchStream:
         return self.images[idx], self.labels[idx]
 
 
+def full_batches(n: int, batch_size: int) -> int:
+    """Full mini-batches of ``batch_size`` (at most ``n``) in ``n`` samples, at least one."""
+    return max(1, n // min(batch_size, n))
+
+
 def steps_per_epoch(streams: dict[str, BatchStream]) -> int:
     return max(s.full_batches for s in streams.values())
+
+
+def epoch_steps(rule: str, streams: dict[str, BatchStream], largest: int) -> int:
+    """Optimizer steps of one epoch: ``own`` = the streams' own largest count of full batches;
+    ``largest`` = the run's largest institution's (``largest``), or the streams' own if larger."""
+    own = steps_per_epoch(streams)
+    return max(own, largest) if rule == "largest" else own
 
 
 @dataclass
@@ -134,12 +177,13 @@ def train_one_epoch(
     where: str = "",
     method: Method | None = None,
     progress: tuple[float, float] = (0.0, 1.0),
+    steps: int | None = None,
 ) -> dict[str, float]:
     """One epoch of Algorithm 1 (K modalities) or of local training (K = 1).
 
-    Each step draws one mini-batch per modality and minimises ``method``'s loss (default: the mean
-    of the per-modality cross-entropies).  ``progress`` is the (start, end) fraction of the whole run
-    this epoch covers (for a method's schedules).  Returns averaged metrics: ``loss`` (mean of the
+    Each of ``steps`` steps (default: :func:`steps_per_epoch`) draws one mini-batch per modality and
+    minimises ``method``'s loss (default: the mean of the per-modality cross-entropies).  ``progress``
+    is the (start, end) fraction of the whole run this epoch covers (for a method's schedules).  Returns averaged metrics: ``loss`` (mean of the
     per-modality cross-entropies) and ``loss/<modality>``, ``acc/<modality>`` (training accuracy),
     ``samples/<modality>``.  Running sums stay on the device; the host reads them once per epoch.
     """
@@ -152,7 +196,7 @@ def train_one_epoch(
     loss_sum = torch.zeros(len(mods), device=device)
     correct = torch.zeros(len(mods), device=device, dtype=torch.long)
     seen = [0] * len(mods)
-    steps = steps_per_epoch(streams)
+    steps = steps or steps_per_epoch(streams)
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
         batches = {m: next(streams[m]) for m in mods}

@@ -41,6 +41,7 @@ def run_experiment(name: str, overrides: list[str], log=print) -> dict[str, Any]
     start = time.perf_counter()
     base, variant = base_overrides(exp, list(overrides))
     cfg = load_config(base)
+    base = [*base, f"train.num_threads={cfg.runner.threads}"]  # pinned: part of every run's identity
     arms = exp.arms(cfg, cfg.runner.scale)
     root = Path(cfg.runner.root).expanduser().resolve()
     jobs = [(arm, seed) for seed in cfg.runner.seeds for arm in arms]
@@ -92,20 +93,16 @@ def write_index(reports: Path) -> Path:
 
 
 def run_all(jobs: list, base: list[str], root: Path, parallel: int, log) -> list[rep.Run]:  # type: ignore[no-untyped-def]
-    """Every (arm, seed): in-process runs one after another (they seed torch's global generator);
-    federated runs, each its own ``flwr run`` process, ``parallel`` at a time."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Every (arm, seed): one after another in this process, or (``parallel`` > 1) each in its own
+    process, ``parallel`` at a time (a run seeds torch's global generator and sets its threads)."""
+    if parallel == 1:
+        return [run_arm(arm, seed, base, root, log) for arm, seed in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    done: dict[int, rep.Run] = {}
-    federated = [i for i, (arm, _) in enumerate(jobs) if arm.method == "federated"]
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        pending = {i: pool.submit(run_arm, *jobs[i], base, root, log) for i in federated} if parallel > 1 else {}
-        for i, (arm, seed) in enumerate(jobs):
-            if i not in pending:
-                done[i] = run_arm(arm, seed, base, root, log)
-        for i, future in pending.items():
-            done[i] = future.result()
-    return [done[i] for i in range(len(jobs))]
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_arm, arm, seed, base, root, print) for arm, seed in jobs]
+        return [f.result() for f in futures]
 
 
 def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +124,12 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
         "",
         "Reported evaluation per method: " + "; ".join(evaluations) + ".",
         "",
+        "Optimiser steps per epoch: "
+        + "; ".join(f"{labels[k]}: {steps}" for k, steps in rep.steps_per_epoch(runs, table, keys).items())
+        + ". How each run computed: "
+        + "; ".join(rep.computes(runs))
+        + ".",
+        "",
         "## Test accuracy (%), mean ± std over seeds",
         "",
         rep.accuracy_table(table, keys, labels),
@@ -137,8 +140,8 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
         lines += ["## Difference to the unimodal baseline (percentage points), same seed", "", diffs, ""]
     if exp.matrix:
         lines += [
-            "## Change of the evaluated modality's accuracy with each supplementary modality (pp), "
-            "mean ± std over seeds",
+            "## Change of the evaluated modality's accuracy with each supplementary modality "
+            "(pp: mean [95 % CI], seeds > 0)",
             "",
             rep.pair_matrix(table),
             "",
@@ -168,6 +171,7 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
             }
             for k in keys
         },
+        "differences": rep.differences(table, keys),
         "runs": [
             {"arm": r.arm.key, "seed": r.seed, "dir": str(r.path), "reused": r.reused, "run_s": r.results.get("run_s")}
             for r in runs

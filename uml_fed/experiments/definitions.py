@@ -20,11 +20,13 @@ from .runner import Arm
 
 LABELS = {  # also the row order of reports: the paper's, baselines between unimodal and UML
     "unimodal": "Unimodal",
-    "isca": "ISCA (Timilsina et al. 2024)",
+    "isca": "ISCA (Timilsina et al. 2024; frozen unimodal encoders, linear maps)",
+    "isca_e2e": "ISCA end to end (ours)",
     "dann": "DANN (separate encoders, shared classifier)",
     "cdan": "CDAN (separate encoders, shared classifier)",
     "mcc": "MCC (separate encoders, shared classifier)",
-    "mdd": "MDD (separate encoders, shared classifier)",
+    "mdd": "MDD: maximum density divergence (Li et al. 2020; separate encoders, shared classifier)",
+    "margin_disparity": "Margin disparity discrepancy (Zhang et al. 2019; separate encoders, shared classifier)",
     "uml": "UML (centralized, BN cal.)",
     "uml_ordinary_bn": "UML, ordinary BN (no cal.)",
     "fed": "UML (federated, BN cal.)",

@@ -76,6 +76,26 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
+def interval(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and the two-sided ``level`` Student-t confidence interval of the mean (n - 1 degrees of
+    freedom; with one value the interval is unbounded)."""
+    from scipy.stats import t
+
+    m = statistics.fmean(xs)
+    if len(xs) < 2:
+        return m, float("-inf"), float("inf")
+    half = float(t.ppf(0.5 + level / 2, len(xs) - 1)) * statistics.stdev(xs) / len(xs) ** 0.5
+    return m, m - half, m + half
+
+
+def paired(xs: list[float]) -> str:
+    """A paired difference in points: mean [95 % CI] and on how many seeds it is positive."""
+    if not xs:
+        return "-"
+    m, lo, hi = interval(xs)
+    return f"{100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], {sum(x > 0 for x in xs)}/{len(xs)} > 0"
+
+
 def pct(xs: list[float], signed: bool = False) -> str:
     """``mean ± std`` in percent (points), sample std over seeds."""
     if not xs:
@@ -98,19 +118,65 @@ def accuracy_table(table: Table, keys: list[str], labels: dict[str, str]) -> str
 
 
 def difference_table(table: Table, keys: list[str], ref: str, labels: dict[str, str]) -> str:
-    """Rows = arms, columns = institutions + mean: per-seed paired difference to ``ref`` (points)."""
+    """Rows = arms, columns = institutions + mean: the same-seed paired difference to ``ref`` (points),
+    mean [95 % t interval] and the seeds on which it is positive."""
     cols = [*table.institutions, MEAN]
     rows = []
     for k in keys:
         if k == ref or k not in table.values or ref not in table.values:
             continue
-        cells = []
-        for c in cols:
-            d = table.diff(k, ref, c)
-            per_seed = ", ".join(f"{100 * v:+.2f}" for v in d)
-            cells.append(f"{pct(d, signed=True)} ({per_seed})" if d else "-")
-        rows.append([labels[k], *cells])
-    return markdown_table([f"Δ vs {labels[ref]} (pp; per seed)", *cols], rows)
+        rows.append([labels[k], *(paired(table.diff(k, ref, c)) for c in cols)])
+    return markdown_table([f"Δ vs {labels[ref]} (pp: mean [95 % CI], seeds > 0)", *cols], rows)
+
+
+def differences(table: Table, keys: list[str]) -> dict[str, Any]:
+    """Every arm's same-seed paired difference to its unimodal reference, per institution and mean."""
+    out: dict[str, Any] = {}
+    for k in keys:
+        ref = reference_of(table, k)
+        if ref is None or ref == k or table.series[k] == "paired":
+            continue
+        out[k] = {"reference": ref}
+        for inst in [*table.institutions, MEAN]:
+            d = table.diff(k, ref, inst)
+            if d:
+                m, lo, hi = interval(d)
+                out[k][inst] = {"per_seed": d, "mean": m, "ci95": [lo, hi], "positive": sum(x > 0 for x in d)}
+    return out
+
+
+def steps_per_epoch(runs: list[Run], table: Table, keys: list[str]) -> dict[str, str]:
+    """Per arm key, the optimiser steps per epoch its runs took (one value, or the values by institution)."""
+    seen: dict[str, dict[str, set[int]]] = {}
+    for run in runs:
+        arm = run.results.get("method", "uml") if run.arm.method == "uml" else RESULT_ARM[run.arm.method]
+        for inst, entry in run.results["modalities"].items():
+            if arm in entry and entry[arm].get("steps_per_epoch") is not None:
+                seen.setdefault(run.arm.key, {}).setdefault(inst, set()).add(int(entry[arm]["steps_per_epoch"]))
+    out = {}
+    for k in keys:
+        per_inst = seen.get(k, {})
+        values = sorted(set().union(*per_inst.values())) if per_inst else []
+        if len(values) == 1:
+            out[k] = str(values[0])
+        elif values:
+            out[k] = ", ".join(f"{i} {'/'.join(map(str, sorted(v)))}" for i, v in per_inst.items())
+    return out
+
+
+def computes(runs: list[Run]) -> list[str]:
+    """The distinct (precision, layout, threads) the runs computed with, and how many runs each."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        found = [run.results["compute"]] if "compute" in run.results else []
+        found += [e["fed"]["compute"] for e in run.results["modalities"].values() if "compute" in e.get("fed", {})]
+        texts = {
+            f"{c['precision']}, {'channels-last' if c['channels_last'] else 'NCHW'}, {c['threads']} thread(s)"
+            for c in found
+        } or {"not recorded"}
+        for text in texts:
+            counts[text] = counts.get(text, 0) + 1
+    return [f"{text} ({n} runs)" for text, n in sorted(counts.items())]
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
@@ -231,6 +297,8 @@ def pair_matrix(table: Table) -> str:
         cells = []
         for sup in insts:
             key = next((k for k in table.values if table.series[k] in (f"uml [{ev}+{sup}]", f"uml [{sup}+{ev}]")), None)
-            cells.append("-" if ev == sup or key is None else pct(table.diff(key, "unimodal", ev), signed=True))
+            cells.append(
+                "-" if ev == sup or key is None else paired(table.diff(key, reference_of(table, key) or "unimodal", ev))
+            )
         rows.append([ev, *cells])
     return markdown_table(["evaluated \\ supplementary", *insts], rows)

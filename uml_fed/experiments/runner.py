@@ -1,9 +1,11 @@
 """Runs behind every experiment: one arm (a method + config overrides) at one seed = one run directory.
 
 Run directories are content-addressed: ``<runner.root>/runs/<method>-<key>/`` where the key hashes the
-method, the fully resolved config (minus where/how it runs: output directory, device, threads,
-progress bars; minus every field left at its schema default, so that a new option that keeps the old
-behaviour by default does not invalidate stored runs) and :data:`NUMERICS`.  So a finished run is never redone: an interrupted experiment
+method, the fully resolved config (minus where it runs: output directory, device, progress bars; minus
+every field left at its schema default, so that a new option that keeps the old behaviour by default
+does not invalidate stored runs), the resolved compute (precision, memory layout: ``auto`` differs by
+machine) and :data:`NUMERICS`.  The torch thread count is part of the config and of the key: the
+runner pins it (``runner.threads``), because the same seed gives other numbers at another count.  So a finished run is never redone: an interrupted experiment
 continues where it stopped, and two experiments that need the same run (Table 3 and Figure 2b both
 need UML at the default size) share it.  Every run also records the fingerprint of the package
 source it ran with, and a report lists the fingerprints of its runs.
@@ -30,17 +32,18 @@ from omegaconf import OmegaConf
 
 from ..config import Config, ConfigError, load_config, num_rounds
 from ..data import institution_names
+from ..train import compute_for, compute_record, resolve_device
 
 PACKAGE = Path(__file__).resolve().parents[1]
 # Bump when a change can move any number of any run (training, data generation, evaluation, or a
 # schema default): stored runs of the previous version are then never reused.
-NUMERICS = 2
-# where/how a run executes, not what it computes: left out of the run key
+NUMERICS = 3
+# where a run executes, not what it computes: left out of the run key
 VOLATILE = {
     "output_dir": None,
     "name": None,
     "runner": None,
-    "train": ("device", "num_threads", "progress"),
+    "train": ("device", "progress"),
     "fed": ("client_cpus", "client_gpus", "round_timeout", "resume"),
 }
 
@@ -89,7 +92,10 @@ def run_key(method: str, cfg: Config) -> str:
         else:
             for f in fields:
                 content.get(section, {}).pop(f, None)
-    blob = json.dumps({"method": method, "config": content, "numerics": NUMERICS}, sort_keys=True)
+    device = resolve_device(cfg.train.device)
+    compute = compute_record(compute_for(cfg.train, device), device)
+    compute.pop("device"), compute.pop("threads")
+    blob = json.dumps({"method": method, "config": content, "compute": compute, "numerics": NUMERICS}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -122,14 +128,9 @@ def _federated(cfg: Config, overrides: list[str]) -> dict[str, Any]:
     from ..federated.federation import RunFailed
     from ..federated.launch import flwr_run
 
+    num_rounds(cfg)  # a schedule that does not divide the budget fails here, before Flower starts
     result = flwr_run(
-        {
-            "overrides": " ".join(overrides),
-            "local-epochs": cfg.fed.local_epochs,
-            "num-server-rounds": num_rounds(cfg),
-            "seed": cfg.seed,
-            "output-dir": cfg.output_dir,
-        },
+        {"overrides": " ".join(overrides), "output-dir": cfg.output_dir},
         federation_config={
             "num-supernodes": len(institution_names(cfg)),
             "client-resources-num-cpus": cfg.fed.client_cpus,

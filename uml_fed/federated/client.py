@@ -35,6 +35,7 @@ from ..train import (
     Selection,
     compute_for,
     derived_seed,
+    epoch_steps,
     evaluate,
     lr_at,
     make_optimizer,
@@ -171,6 +172,7 @@ class InstitutionClient:
         proximal = None
         if fed.proximal_mu > 0:
             proximal = Proximal(fed.proximal_mu, {k: v.clone() for k, v in backbone_state(self.model).items()})
+        steps = epoch_steps(t.steps_per_epoch, streams, int(content[records.CONFIG].get("largest-batches", 0)))
         tic = time.perf_counter()
         metrics: dict[str, float] = {}
         for local in range(fed.local_epochs):
@@ -181,6 +183,7 @@ class InstitutionClient:
                 self.optimizer,
                 proximal=proximal,
                 where=f"(round {rnd}, institution {self.name!r}, local epoch {local})",
+                steps=steps,
             )
         train_time = time.perf_counter() - tic
         self.save(rnd)
@@ -194,6 +197,7 @@ class InstitutionClient:
                 "train-acc": float(metrics[f"acc/{self.name}"]),
                 "arrived-val-acc": float(arrived_val),
                 "train-time-s": float(train_time),
+                "steps-per-epoch": steps,
             }
         )
         shared = (
@@ -236,6 +240,9 @@ class InstitutionClient:
                     "as-trained-val-acc": r[trained]["val_acc"],
                     "as-trained-test-acc": r[trained]["test_acc"],
                     "final-val-acc": float(final_val),
+                    "bf16": int(self.model.compute.dtype == torch.bfloat16),
+                    "channels-last": int(self.model.compute.channels_last),
+                    "threads": torch.get_num_threads(),
                     "selected-round": int(self.selection.best_at if self.selection.state is not None else rnd),
                     "calibration-time-s": float(r["calibration_s"]),
                     "calibrate-and-evaluate-time-s": float(time.perf_counter() - tic),

@@ -30,9 +30,13 @@ class RunFailed(RuntimeError):
 
 
 def one_line(reason: str) -> str:
-    """An error reason as one line: a multi-line one (a traceback, e.g. from Ray) ends with the error."""
+    """An error reason as one line: of a traceback (e.g. from Ray) its last line, the error; of a
+    multi-line message (an error followed by help, e.g. a dataset layout) its first, what failed."""
     lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
-    return lines[-1] if lines else str(reason)
+    if not lines:
+        return str(reason)
+    traceback = any(line.startswith(("Traceback (most recent call last)", 'File "')) for line in lines)
+    return lines[-1] if traceback else lines[0]
 
 
 def exchange(

@@ -91,7 +91,7 @@ def flwr_run(
     run_config: Mapping[str, Any],
     federation_config: Mapping[str, Any] | None = None,
     app_dir: str | Path = APP_DIR,
-    timeout: float = 1800.0,
+    timeout: float | None = 1800.0,
     flwr_home: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     stream_to: Any = None,
@@ -129,7 +129,7 @@ def flwr_run(
     proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         for line in proc.stdout:
             lines.append(line)
             if stream_to is not None:
@@ -137,7 +137,7 @@ def flwr_run(
                 stream_to.flush()
             if time.monotonic() > deadline:
                 proc.kill()
-                lines.append(f"uml-fed: flwr run killed after {timeout:.0f} s\n")
+                lines.append(f"uml-fed: flwr run killed after {timeout} s\n")
                 break
             if stop_when is not None and stop_when():
                 stop_processes([*processes_with(marker), psutil.Process(proc.pid)], grace=0.0)
@@ -149,3 +149,40 @@ def flwr_run(
             proc.kill()
         stop_processes(processes_with(marker))
     return FlwrRun(rc, "".join(lines), time.perf_counter() - tic, home)
+
+
+class FederatedRunFailed(RuntimeError):
+    """A federated run ended without ``status: finished``; the message is the run's one-line reason."""
+
+
+def run_federated_job(
+    run_config: dict[str, Any], federation_config: dict[str, Any] | None = None, stream_to: Any = None
+) -> dict[str, Any]:
+    """``uml-fed federated``: ``flwr run`` (Ray simulation on a private local SuperLink, stopped after)
+    of the run config, with one SuperNode per institution and the config's client resources unless
+    ``federation_config`` says otherwise; returns ``results.json`` of a finished run and raises
+    :class:`FederatedRunFailed` (the run's one-line reason) for any other ending.
+
+    The run config is composed here first, so a config error is one line before Flower starts; the
+    run's output directory is fixed here (``output-dir``, or the default one), so its results are found.
+    """
+    from .runtime import server_config
+
+    cfg, institutions = server_config(run_config)  # what the ServerApp will check, checked here first
+    out = Path(cfg.output_dir)
+    federation = {
+        "num-supernodes": len(institutions),
+        "client-resources-num-cpus": cfg.fed.client_cpus,
+        "client-resources-num-gpus": cfg.fed.client_gpus,
+        **(federation_config or {}),
+    }
+    result = flwr_run({**run_config, "output-dir": str(out)}, federation, timeout=None, stream_to=stream_to)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if results.get("status") == "finished":
+        return results
+    if results.get("status") == "failed":
+        who = results.get("institution")
+        raise FederatedRunFailed(f"run failed: {f'institution {who}' if who else 'server'}: {results.get('reason')}")
+    tail = [line.strip() for line in result.output.splitlines() if line.strip()][-1:] or ["no output"]
+    raise FederatedRunFailed(f"flwr run ended (exit {result.returncode}) without results in {out}: {tail[0]}")

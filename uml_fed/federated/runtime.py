@@ -3,6 +3,7 @@ simulated clients a run abandoned."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -14,8 +15,10 @@ from typing import Any
 import psutil
 import torch
 
-from ..config import Config, ConfigError, from_run_config
-from ..data import institution_names
+from ..config import Config, ConfigError, from_run_config, num_rounds
+from ..data import DataError, institution_names
+from ..results import RunDir
+from .federation import RunFailed, one_line
 from .launch import stop_processes
 
 
@@ -26,9 +29,60 @@ def configure_torch(cfg: Config) -> None:
         torch.set_num_threads(n)
 
 
-def default_output_dir(cfg: Config) -> Path:
+def default_output_dir(cfg: Config | None, run_config: Mapping[str, Any] | None = None) -> Path:
+    """The run config's ``output-dir``, else ``<cwd>/outputs/federated/<name>/<time>`` (name
+    ``invalid-config`` when there is no valid config to take it from)."""
+    given = str((run_config or {}).get("output-dir", "") or "")
+    if given:
+        return Path(given).expanduser().resolve()
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    return (Path.cwd() / "outputs" / "federated" / cfg.name / stamp).resolve()
+    return (Path.cwd() / "outputs" / "federated" / (cfg.name if cfg else "invalid-config") / stamp).resolve()
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError, RunFailed)
+
+
+class OneLineUserErrors(logging.Filter):
+    """Flower logs an app's exception with its traceback; a user error (a config key, a data path, a
+    failed institution) is shown as its one line instead, after Flower's own message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            e = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(e).__name__}: {one_line(str(e))}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def quiet_user_errors() -> None:
+    """Install :class:`OneLineUserErrors` on Flower's logger (once per process)."""
+    flwr_logger = logging.getLogger("flwr")
+    if not any(isinstance(f, OneLineUserErrors) for f in flwr_logger.filters):
+        flwr_logger.addFilter(OneLineUserErrors())
+
+
+@contextmanager
+def server_run(run_config: Mapping[str, Any]) -> Iterator[tuple[Config, list[str]]]:
+    """The ServerApp's run: its typed config and institutions, and on any failure before or during the
+    run a ``results.json`` with ``status: failed`` and a one-line reason, and that reason printed
+    last (``run failed: ...``) before the error goes on to Flower (which marks the run failed).  Then,
+    finished or failed, the simulated clients a run abandoned are stopped."""
+    out: Path | None = None
+    try:
+        with abandoned_clients_ended():
+            cfg, institutions = server_config(run_config)
+            out = Path(cfg.output_dir)
+            yield cfg, institutions
+    except RunFailed:
+        raise  # run_federated has written the results and printed the reason
+    except Exception as e:
+        out = out or default_output_dir(None, run_config)
+        reason = f"{type(e).__name__}: {one_line(str(e))}"
+        RunDir(out).write_results(
+            {"mode": "federated", "status": "failed", "institution": None, "reason": reason, "run_dir": str(out)}
+        )
+        print(f"run failed: server: {reason}", flush=True)
+        raise
 
 
 def server_config(run_config: Mapping[str, Any]) -> tuple[Config, list[str]]:
@@ -39,8 +93,8 @@ def server_config(run_config: Mapping[str, Any]) -> tuple[Config, list[str]]:
             f"method.name={cfg.method.name}: the comparison baselines run centralized only "
             f"(uml-fed centralized method={cfg.method.name}); federated runs train UML (method=uml)"
         )
-    out = str(run_config.get("output-dir", "") or "")
-    cfg.output_dir = str(Path(out).expanduser().resolve() if out else default_output_dir(cfg))
+    num_rounds(cfg)  # R x L must be the budget: refused before any institution loads data
+    cfg.output_dir = str(default_output_dir(cfg, run_config))
     return cfg, institution_names(cfg)
 
 

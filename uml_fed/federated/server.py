@@ -21,7 +21,7 @@ import hashlib
 import random
 import time
 from collections import OrderedDict
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
@@ -33,12 +33,12 @@ from omegaconf import OmegaConf
 from ..config import Config, num_rounds
 from ..model import Backbone, backbone_state
 from ..results import RunDir, summary_table
-from ..train import seed_everything
+from ..train import full_batches, seed_everything
 from . import records
 from .federation import Federation, RunFailed, exchange, handshake, one_line
 from .progress import RoundLog, tensorboard_writer
 from .server_state import ServerState
-from .strategy import Aggregator
+from .strategy import Aggregator, strategy_options, trims_nothing
 
 LOST = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.CLIENT_APP_CRASHED)
 
@@ -82,7 +82,7 @@ def train_round(
         todo = [i for i in asked if i not in final or final[i].has_error()]
         targets = federation.nodes_of(todo)
         if targets:
-            messages = aggregator.messages(backbone, config, targets)
+            messages = aggregator.messages(grid, server_round, backbone, config, targets)
             for msg in exchange(grid, messages, cfg.fed.round_timeout, federation.sent_to, cfg.fed.poll_interval):
                 final[federation.who(msg)] = msg
         failed = {i: m for i, m in final.items() if m.has_error() and i in asked}
@@ -151,10 +151,15 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
     payload = sum(a.numpy().nbytes for a in backbone.values())
     log(INFO, "R=%d rounds x L=%d local epochs; backbone payload %.2f MB", rounds, cfg.fed.local_epochs, payload / 1e6)
     aggregator.summary()
+    if note := trims_nothing(cfg, len(choose(cfg, expected, first))):
+        log(WARNING, "%s", note)
 
+    largest = max(full_batches(int(i["num-train"]), cfg.train.batch_size) for i in federation.info.values())
     tic = time.perf_counter()
     for server_round in range(first, rounds + 1):
-        config = ConfigRecord({"server-round": server_round, "run-key": key, "output-dir": cfg.output_dir})
+        config = ConfigRecord(
+            {"server-round": server_round, "run-key": key, "output-dir": cfg.output_dir, "largest-batches": largest}
+        )
         asked = choose(cfg, expected, server_round)
         t0 = time.perf_counter()
         replies = train_round(grid, cfg, federation, aggregator, server_round, backbone, config, asked)
@@ -176,6 +181,8 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
         "seed": cfg.seed,
         "classes": classes,
         "strategy": cfg.fed.strategy,
+        "strategy_options": strategy_options(cfg),
+        "steps_per_epoch": cfg.train.steps_per_epoch,
         "weighting": cfg.fed.weighting,
         "projection_sharing": cfg.fed.projection_sharing,
         "rounds": rounds,
@@ -195,7 +202,12 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
             reason = str(msg.error.reason) if msg is not None else "no reply"
             results["failures"].append({"round": "calibrate", "failed": {who: reason}, "missing": []})
             continue
-        results["modalities"][who] = {"fed": calibrate_entry(dict(msg.content[records.METRICS]))}
+        steps = next(
+            (r["clients"][who].get("steps-per-epoch") for r in reversed(progress.rounds) if who in r["clients"]), None
+        )
+        results["modalities"][who] = {
+            "fed": {**calibrate_entry(dict(msg.content[records.METRICS])), "steps_per_epoch": steps}
+        }
     results["train_s"] = train_s
     results["calibrate_round_s"] = time.perf_counter() - tic
     results["wall_time_s"] = time.perf_counter() - start
@@ -219,6 +231,11 @@ def calibrate_entry(m: dict[str, Any]) -> dict[str, Any]:
         trained: {"val_acc": m["as-trained-val-acc"], "test_acc": m["as-trained-test-acc"]},
         "selected_round": int(m["selected-round"]),
         "calibration_s": m["calibration-time-s"],
+        "compute": {
+            "precision": "bf16" if m["bf16"] else "fp32",
+            "channels_last": bool(m["channels-last"]),
+            "threads": int(m["threads"]),
+        },
         "calibrate_and_evaluate_s": m["calibrate-and-evaluate-time-s"],
     }
     entry.update(val_acc=entry[reported]["val_acc"], test_acc=entry[reported]["test_acc"])

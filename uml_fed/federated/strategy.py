@@ -1,19 +1,25 @@
 """Aggregation: a Flower strategy for the shared backbone, and what UML adds around it.
 
-:class:`Aggregator` wraps one of Flower's strategies (:data:`STRATEGIES`) by composition: Flower's
-own ``aggregate_train`` averages the backbone (FedAvg, FedProx, FedAdam, ...), unchanged, because
-every institution sends the same backbone keys.  Around it:
+:class:`Aggregator` drives one of Flower's strategies (:data:`STRATEGIES`) through its own contract:
+every round its ``configure_train`` builds the train messages (FedOpt and FedAvgM remember the
+arrays they sent there) and its ``aggregate_train`` computes the new backbone -- FedAvg, FedProx,
+FedAvgM's server momentum, FedAdam/FedYogi/FedAdagrad's server optimizer, the coordinate-wise
+median or trimmed mean, unchanged, because every institution sends the same backbone keys.  Around it:
 
-* messages go to the institutions the round loop chose (no waiting for nodes inside a strategy);
+* ``configure_train`` sees only the institutions the round loop chose (a view of the grid), so the
+  round loop decides who takes part and who is waited for;
 * weights: ``fed.weighting`` = ``uniform`` (1/K per institution, the paper), ``num_examples``
   (Flower's default) or ``modality`` (each modality weighs the same however many institutions hold
-  it; within a modality, uniform);
+  it; within a modality, uniform); the robust aggregators (median, trimmed mean) weigh nobody and
+  accept only ``uniform``;
 * ``fed.projection_sharing=modality``: the institutions of one modality also average their
   projections (weighted like the backbone), and each institution receives its own modality's
   average only -- a projection never reaches an institution of another modality;
+* ``fed.wire_dtype=float16``: the arrays travel as float16; the strategy configures and aggregates
+  float32;
 * replies are aggregated in a fixed order (by institution), so a seed gives the same sums;
 * :meth:`state_dict` / :meth:`load_state_dict` carry everything that lives across rounds
-  (FedAvgM momentum, FedAdam moments, the modality projections) for a resumed run.
+  (FedAvgM momentum and current arrays, FedOpt moments, the modality projections) for a resumed run.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     FedAdagrad,
     FedAdam,
@@ -32,6 +39,7 @@ from flwr.serverapp.strategy import (
     FedProx,
     FedTrimmedAvg,
     FedYogi,
+    Strategy,
 )
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
@@ -48,38 +56,89 @@ STRATEGIES = {
     "fedmedian": FedMedian,
     "fedtrimmedavg": FedTrimmedAvg,
 }
+UNWEIGHTED = ("fedmedian", "fedtrimmedavg")  # coordinate-wise statistics: no institution weights
 WEIGHT_KEYS = {"uniform": "uniform-weight", "num_examples": "num-examples", "modality": "modality-weight"}
+
+
+def strategy_options(cfg: Config) -> dict[str, Any]:
+    """The server-side hyperparameters each strategy takes from ``fed.*``."""
+    f = cfg.fed
+    fedopt = {"eta": f.eta, "eta_l": cfg.train.lr, "tau": f.tau}  # eta_l: the clients' own AdamW lr (logged only)
+    return {
+        "fedavg": {},
+        "fedprox": {"proximal_mu": f.proximal_mu},  # the client adds the term (Flower's FedProx design)
+        "fedavgm": {"server_learning_rate": f.server_lr, "server_momentum": f.server_momentum},
+        "fedadam": {**fedopt, "beta_1": f.beta_1, "beta_2": f.beta_2},
+        "fedyogi": {**fedopt, "beta_1": f.beta_1, "beta_2": f.beta_2},
+        "fedadagrad": fedopt,
+        "fedmedian": {},
+        "fedtrimmedavg": {"beta": f.trim_beta},
+    }[f.strategy]
+
+
+def build_strategy(cfg: Config) -> Strategy:
+    """Flower's strategy for ``fed.strategy`` with the configured server-side hyperparameters."""
+    return STRATEGIES[cfg.fed.strategy](
+        fraction_train=1.0,  # of the institutions the round loop chose (see ChosenNodes)
+        fraction_evaluate=0.0,
+        min_train_nodes=1,
+        min_evaluate_nodes=0,
+        min_available_nodes=1,
+        weighted_by_key=WEIGHT_KEYS[cfg.fed.weighting],
+        **strategy_options(cfg),
+    )
+
+
+def trims_nothing(cfg: Config, institutions: int) -> str | None:
+    """Why a robust aggregator equals the plain mean with this many institutions per round (None: it does not)."""
+    s = cfg.fed.strategy
+    if s == "fedmedian" and institutions <= 2:
+        return f"fed.strategy=fedmedian with {institutions} institutions per round is the plain mean"
+    if s == "fedtrimmedavg" and int(cfg.fed.trim_beta * institutions) == 0:
+        return (
+            f"fed.strategy=fedtrimmedavg cuts int(fed.trim_beta={cfg.fed.trim_beta} x {institutions}) = 0 "
+            "institutions at each end: it is the plain mean"
+        )
+    return None
+
+
+class ChosenNodes:
+    """The grid as a strategy's ``configure_train`` should see it: only the nodes of this round."""
+
+    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
+        self._grid, self._nodes = grid, sorted(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._nodes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
 
 
 class Aggregator:
     def __init__(self, cfg: Config, modality_of: dict[str, str]) -> None:
         self.key = WEIGHT_KEYS[cfg.fed.weighting]
-        kwargs: dict[str, Any] = dict(
-            fraction_train=1.0,
-            fraction_evaluate=0.0,
-            min_train_nodes=1,
-            min_evaluate_nodes=0,
-            min_available_nodes=1,
-            weighted_by_key=self.key,
-        )
-        if cfg.fed.strategy == "fedprox":
-            kwargs["proximal_mu"] = cfg.fed.proximal_mu  # the client adds the term (Flower's FedProx design)
-        self.base = STRATEGIES[cfg.fed.strategy](**kwargs)
+        self.base = build_strategy(cfg)
         self.sharing = cfg.fed.projection_sharing == "modality"
         self.wire_dtype = cfg.fed.wire_dtype
         self.modality_of = modality_of
         self.projections: dict[str, ArrayRecord] = {}  # modality -> its institutions' average projection
 
-    def messages(self, backbone: ArrayRecord, config: ConfigRecord, nodes: dict[int, str]) -> list[Message]:
-        """One train message per node (institution) chosen for the round."""
+    def messages(
+        self, grid: Grid, server_round: int, backbone: ArrayRecord, config: ConfigRecord, nodes: dict[int, str]
+    ) -> list[Message]:
+        """One train message per node (institution) chosen for the round, as the strategy configures them."""
+        configured = self.base.configure_train(server_round, backbone, config, ChosenNodes(grid, list(nodes)))
+        wire = None if self.wire_dtype == "float32" else records.to_record(records.to_state(backbone), self.wire_dtype)
         out = []
-        wire = (
-            backbone if self.wire_dtype == "float32" else records.to_record(records.to_state(backbone), self.wire_dtype)
-        )
-        for node, institution in sorted(nodes.items(), key=lambda kv: kv[1]):
-            projection = self.projections.get(self.modality_of[institution]) if self.sharing else None
-            content = records.train_content(wire, config, projection)
-            out.append(Message(content=content, message_type=records.TRAIN, dst_node_id=node))
+        for msg in sorted(configured, key=lambda m: nodes[m.metadata.dst_node_id]):
+            content = msg.content
+            arrays = content[records.BACKBONE] if wire is None else wire
+            projection = (
+                self.projections.get(self.modality_of[nodes[msg.metadata.dst_node_id]]) if self.sharing else None
+            )
+            body = records.train_content(arrays, content[records.CONFIG], projection)
+            out.append(Message(content=body, message_type=records.TRAIN, dst_node_id=msg.metadata.dst_node_id))
         return out
 
     def aggregate(self, server_round: int, replies: list[Message], who: Callable[[Message], str]) -> ArrayRecord | None:

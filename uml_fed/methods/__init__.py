@@ -1,5 +1,6 @@
 """Training objectives on the one loop: UML (the paper's Algorithm 1) and the comparison baselines
-(DANN, CDAN, MCC, MDD: :mod:`.dann` ... :mod:`.mdd`; ISCA: :mod:`.isca`; shared pieces: :mod:`.common`).
+(DANN, CDAN, MCC, MDD = maximum density divergence: :mod:`.dann` ... :mod:`.mdd`; margin disparity
+discrepancy: :mod:`.margin_disparity`; ISCA: :mod:`.isca`; shared pieces: :mod:`.common`).
 
 A method turns one step's batches (one mini-batch per modality) into the loss to minimise.  It is an
 ``nn.Module`` so that what it owns (a modality discriminator, adversarial classifiers) trains with the
@@ -45,14 +46,23 @@ class Method(nn.Module):
 # The baselines subclass Method (via .common), so they are imported once it exists.
 from .cdan import CDAN  # noqa: E402
 from .dann import DANN  # noqa: E402
-from .isca import ISCA  # noqa: E402
+from .isca import ISCAEndToEnd  # noqa: E402
+from .margin_disparity import MarginDisparity  # noqa: E402
 from .mcc import MCC  # noqa: E402
 from .mdd import MDD  # noqa: E402
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Method, DANN, CDAN, MCC, MDD, ISCA)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Method, DANN, CDAN, MCC, MDD, MarginDisparity, ISCAEndToEnd)}
+
+
+# run by their own procedure (uml_fed.centralized), not as a loss on the loop
+STAGED = {"isca": "the authors' ISCA: frozen unimodal encoders, then linear maps (uml_fed.methods.isca)"}
 
 
 def build_method(cfg: MethodConfig, model: UMLModel) -> Method:
+    if cfg.name in STAGED:
+        raise ConfigError(f"method.name={cfg.name} is {STAGED[cfg.name]}; run it with uml-fed centralized")
     if cfg.name not in METHODS:
-        raise ConfigError(f"method.name={cfg.name!r} is not a known method; choose one of {sorted(METHODS)}")
+        raise ConfigError(
+            f"method.name={cfg.name!r} is not a known method; choose one of {sorted([*METHODS, *STAGED])}"
+        )
     return METHODS[cfg.name](cfg, model)

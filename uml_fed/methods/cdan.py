@@ -48,6 +48,7 @@ class CDAN(Baseline):
 
     def __init__(self, cfg: MethodConfig, model: UMLModel) -> None:
         super().__init__(cfg, model)
+        self.entropy_conditioning = cfg.cdan_entropy
         self.randomized = self.num_features * self.num_classes > RANDOMIZE_ABOVE
         if self.randomized:
             self.register_buffer("r_f", torch.randn(self.num_features, cfg.cdan_randomized_dim))
@@ -62,7 +63,7 @@ class CDAN(Baseline):
         g = F.softmax(torch.cat([logits[m] for m in self.modalities]), dim=1).detach()
         h = randomized_map(f, g, self.r_f, self.r_g) if self.randomized else multilinear_map(f, g)
         coeff = grl_coefficient(progress, self.cfg.grl_max, self.cfg.grl_gamma)
-        weights = 1.0 + torch.exp(-entropy(g)) if self.cfg.cdan_entropy else None
+        weights = 1.0 + torch.exp(-entropy(g)) if self.entropy_conditioning else None
         return modality_loss(
             self.discriminator(grad_reverse(h, coeff)), [len(features[m]) for m in self.modalities], weights
         )

@@ -52,8 +52,14 @@ class Baseline(Method):
 
     def loss(self, model: UMLModel, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], progress: float) -> StepLoss:
         features = {m: model.features(batches[m][0], m) for m in self.modalities}
+        return self.objective(model, features, {m: batches[m][1] for m in self.modalities}, progress)
+
+    def objective(
+        self, model: UMLModel, features: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], progress: float
+    ) -> StepLoss:
+        """Mean CE of the shared classifier on every modality's pooled ``features`` + the weighted alignment."""
         logits = {m: model.backbone.head(f) for m, f in features.items()}
-        ce = {m: F.cross_entropy(logits[m], batches[m][1]) for m in self.modalities}
+        ce = {m: F.cross_entropy(logits[m], labels[m]) for m in self.modalities}
         total = torch.stack(list(ce.values())).mean()
         total = total + self.cfg.align_weight * self.alignment(features, logits, progress)
         return StepLoss(total, ce, logits)

@@ -1,73 +1,79 @@
-"""MDD: margin disparity discrepancy (Zhang, Liu, Long, Jordan, "Bridging theory and algorithm for domain
-adaptation", ICML 2019), as the paper adapts it: separate encoders per modality, a shared classifier f,
-every modality labelled, and an adversarial classifier f' behind a gradient reversal layer.
+"""MDD: maximum density divergence (Li, Chen, Ding, Zhu, Lu, Shen, "Maximum density divergence for domain
+adaptation", IEEE TPAMI 43(11):3918-3930, 2020; the paper's reference for its Table 4 "MDD" row), in the
+paper's adaptation: separate encoders per modality, the shared classifier, every modality labelled.
 
-Which "MDD": the paper's reference list cites Li et al., "Maximum density divergence for domain
-adaptation" (TPAMI 2020) for MDD, but its four DA baselines (DANN, CDAN, MCC, MDD) are exactly the set
-of thuml/Transfer-Learning-Library (tllib), whose MDD is Margin Disparity Discrepancy and which has no
-Maximum Density Divergence.  We implement Margin Disparity Discrepancy and read the citation as a
-mix-up -- an inference, not something the paper states.
+Li et al. define, for distributions P (source) and Q (target), Eq. (3):
 
-Reference implementations: tllib (c4aa59e) ``tllib/alignment/mdd.py``
-(``ClassificationMarginDisparityDiscrepancy``, ``shift_log``) and
-``examples/domain_adaptation/image_classification/mdd.py``; thuml/MDD (51e5484) ``model/MDD.py``.
-For a source s and target t, with h_f = argmax f (a label: no gradient reaches f through it),
+    MDD(P, Q) = E ||X_s - X_t||^2 + E ||X_s - X_s'||^2 + E ||X_t - X_t'||^2
 
-    D_gamma(s, t) = -gamma CE(f'(s), h_f(s)) + mean log(1 - softmax(f'(t))[h_f(t)])
+and train on its batch estimate on learned features f = F(x), Eq. (5):
 
-(log via tllib's ``shift_log``: log(min(x + 1e-6, 1))).  f' maximises D_gamma (agrees with f on s,
-disagrees on t); the features, behind the GRL, minimise it.  Defaults: margin gamma = 4 (tllib,
-official Office-31), trade-off 1, GRL ramp to 0.1 (official ``GradientReverseLayer(high=0.1)``;
-``configs/method/mdd.yaml`` sets ``method.grl_max=0.1``).  f' has f's form (one linear layer on the
-pooled features, default initialisation), since MDD takes f and f' from the same hypothesis class.
+    L_mdd = (1/n_b) sum_i ||f_s,i - f_t,i||^2                      (inter-domain: index-aligned pairs)
+          + (1/m_s) sum_{y_s,i = y_s,j} ||f_s,i - f_s,j||^2        (intra-class density, source)
+          + (1/m_t) sum_{y_t,i = y_t,j} ||f_t,i - f_t,j||^2        (intra-class density, target)
 
-MDD is asymmetric.  Both modalities are labelled here, so no modality is the natural source; we use the
-symmetric form: one adversarial classifier per ordered pair (s, t), s != t, and the mean of their
-D_gamma (for K = 2: the 1 -> 2 and 2 -> 1 directions, two adversaries).  A single shared f' cannot
-serve both directions (it would be asked to agree and disagree with f on the same modality).
+with m_s, m_t the numbers of same-label pairs in each domain's half of the batch (target labels are
+pseudo-labels there).  Their method, ATM (adversarial tight match), minimises L_adv + alpha L_mdd, where
+L_adv is source cross-entropy plus lambda times CDAN's conditional adversarial loss with entropy
+conditioning (Eq. (6)); alpha = 0.01 was best in their sensitivity study.
+
+Here:
+
+* f = the pooled features the shared classifier sees (the paper's "feature learner F" output); squared
+  Euclidean distances as Eqs. (3)-(5) write them (the authors' code, lijin118/ATM c7c7d76 ``loss.py``,
+  instead takes a softmax over the features and the plain norm; we follow the paper's formulation);
+* every modality is labelled, so the intra-class terms use true labels for both (no pseudo-labels); the
+  unordered pairs i < j of equal label, averaged (a batch half without such a pair contributes 0);
+* K modalities: Eq. (5) for every unordered pair of modalities, averaged over the pairs (K = 2: Eq. (5));
+* total = mean per-modality CE + ``method.align_weight`` (lambda = 1, the code's trade-off) x the CDAN+E
+  adversarial term of :mod:`.cdan` (GRL ramp of DANN/CDAN) + ``method.density_weight`` (alpha = 0.01) x
+  L_mdd.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..config import MethodConfig
 from ..model import UMLModel
-from .common import Baseline, grad_reverse, grl_coefficient
+from . import StepLoss
+from .cdan import CDAN
 
 
-def shift_log(x: torch.Tensor, offset: float = 1e-6) -> torch.Tensor:
-    """tllib ``shift_log``: log(min(x + offset, 1)), finite at x = 0."""
-    return torch.log(torch.clamp(x + offset, max=1.0))
+def inter_domain(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    """(1/n_b) sum_i ||f_s,i - f_t,i||^2 over the index-aligned pairs (n_b = the smaller batch)."""
+    n = min(len(f_s), len(f_t))
+    return (f_s[:n] - f_t[:n]).pow(2).sum(dim=1).mean()
 
 
-def margin_disparity(
-    adv_s: torch.Tensor, pred_s: torch.Tensor, adv_t: torch.Tensor, pred_t: torch.Tensor, margin: float
-) -> torch.Tensor:
-    """D_gamma(s, t) from the adversary's logits and f's predicted labels on s and t."""
-    source = F.cross_entropy(adv_s, pred_s)
-    target = shift_log(1.0 - F.softmax(adv_t, dim=1)).gather(1, pred_t.unsqueeze(1)).mean()
-    return -margin * source + target
+def intra_class(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(1/m) sum over the m unordered pairs i < j with y_i = y_j of ||f_i - f_j||^2 (0 when m = 0)."""
+    same = (y[:, None] == y[None, :]).triu(diagonal=1)
+    m = same.sum()
+    if m == 0:
+        return f.sum() * 0.0
+    return (torch.cdist(f, f).pow(2) * same).sum() / m
 
 
-class MDD(Baseline):
+def density_divergence(f_s: torch.Tensor, y_s: torch.Tensor, f_t: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
+    """Li et al. 2020 Eq. (5) between two labelled batches."""
+    return inter_domain(f_s, f_t) + intra_class(f_s, y_s) + intra_class(f_t, y_t)
+
+
+class MDD(CDAN):
     name = "mdd"
 
     def __init__(self, cfg: MethodConfig, model: UMLModel) -> None:
         super().__init__(cfg, model)
-        self.pairs = [(s, t) for s in self.modalities for t in self.modalities if s != t]
-        self.adversaries = nn.ModuleList(nn.Linear(self.num_features, self.num_classes) for _ in self.pairs)
+        self.entropy_conditioning = True  # ATM's adversary is CDAN with entropy conditioning (CDAN+E)
 
-    def alignment(
-        self, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], progress: float
-    ) -> torch.Tensor:
-        coeff = grl_coefficient(progress, self.cfg.grl_max, self.cfg.grl_gamma)
-        reversed_ = {m: grad_reverse(f, coeff) for m, f in features.items()}
-        pred = {m: y.detach().argmax(dim=1) for m, y in logits.items()}
-        disparities = [
-            margin_disparity(adv(reversed_[s]), pred[s], adv(reversed_[t]), pred[t], self.cfg.mdd_margin)
-            for (s, t), adv in zip(self.pairs, self.adversaries)
-        ]
-        return -torch.stack(disparities).mean()  # minimised by f', maximised (via the GRL) by the features
+    def loss(self, model: UMLModel, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], progress: float) -> StepLoss:
+        features = {m: model.features(batches[m][0], m) for m in self.modalities}
+        out = self.objective(model, features, {m: batches[m][1] for m in self.modalities}, progress)
+        pairs = list(itertools.combinations(self.modalities, 2))
+        density = torch.stack(
+            [density_divergence(features[s], batches[s][1], features[t], batches[t][1]) for s, t in pairs]
+        ).mean()
+        return StepLoss(out.total + self.cfg.density_weight * density, out.ce, out.logits)
