@@ -5,8 +5,10 @@ CERTS_DIR="${UML_FED_CERTS:-$DEPLOY_DIR/certs}"          # output of make-certs.
 # FLWR_HOMEs (installed app copies, config.toml) and the SuperLink database.  Outside the repository on
 # purpose: `flwr run .` bundles every *.py / *.toml under the app directory that .gitignore does not exclude.
 STATE_DIR="${UML_FED_STATE:-${XDG_STATE_HOME:-$HOME/.local/state}/uml-fed}"
-SUPERLINK_PORT="${UML_FED_SUPERLINK_PORT:-8000}"         # the SuperLink's one HTTPS port (Fleet + Control + Runtime)
-SUPERLINK="${UML_FED_SUPERLINK:-127.0.0.1:$SUPERLINK_PORT}"  # how SuperNodes and `flwr` reach it
+SUPERLINK_PORT="${UML_FED_SUPERLINK_PORT:-8000}"         # the SuperLink's one HTTPS port (Fleet + Control + Runtime): loopback only
+SUPERLINK="${UML_FED_SUPERLINK:-127.0.0.1:$SUPERLINK_PORT}"  # how the operator's `flwr` reaches it (on the SuperLink machine)
+FLEET_PORT="${UML_FED_FLEET_PORT:-9092}"                 # the Fleet proxy's public port (deploy/start-fleet-proxy.sh)
+FLEET="${UML_FED_FLEET:-127.0.0.1:$FLEET_PORT}"          # how SuperNodes reach the SuperLink: through the Fleet proxy
 CONNECTION="uml-fed"                                     # SuperLink connection name in $FLWR_HOME/config.toml
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 # Flower 1.42 would otherwise `uv sync` the app's dependencies (torch included) into a new env per run.

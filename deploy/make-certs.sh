@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make the credentials of a deployment: a local CA, the SuperLink's TLS certificate (signed by that
-# CA, valid for 127.0.0.1 + localhost + every --host given) and one SuperNode authentication key pair
+# CA, valid for 127.0.0.1 + localhost + every --host given: the name or address institutions use for
+# the Fleet proxy, which presents the same certificate) and one SuperNode authentication key pair
 # (ECDSA P-384, OpenSSH format, what `flwr supernode register` expects) per institution.
 #
 #   deploy/make-certs.sh [--out DIR] [--host NAME_OR_IP]... [INSTITUTION...]     (default: s1 s2)
@@ -8,7 +9,7 @@
 # Files in DIR (default $UML_FED_CERTS, else deploy/certs -- the folder the other deploy/*.sh read):
 #   ca.crt                      -> every SuperNode machine and the machine that runs `flwr run`
 #   ca.key                      -> keep offline (only needed to sign a new server certificate)
-#   server.pem, server.key      -> the SuperLink machine only
+#   server.pem, server.key      -> the SuperLink machine only (SuperLink and Fleet proxy)
 #   supernode-<inst>, .pub      -> private key: that institution's machine only; .pub: the SuperLink
 #                                  operator (`flwr supernode register`)
 # Existing files are kept (re-run with --force to replace them).
@@ -33,7 +34,7 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 umask 077
 
-san="IP:127.0.0.1,DNS:localhost,DNS:superlink"  # "superlink": the service name in docker/compose.yaml
+san="IP:127.0.0.1,DNS:localhost,DNS:superlink,DNS:fleet-proxy"  # service names in docker/compose.yaml
 for h in ${hosts[@]+"${hosts[@]}"}; do
   if [[ "$h" =~ ^[0-9.]+$ || "$h" == *:* ]]; then san+=",IP:$h"; else san+=",DNS:$h"; fi
 done

@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # Start the SuperLink (foreground; Ctrl-C stops it). TLS and SuperNode authentication are ON.
 #
-#   deploy/start-superlink.sh [--insecure] [--host 0.0.0.0] [--port 8000] [--database FILE]
+#   deploy/start-superlink.sh [--insecure] [--port 8000] [--database FILE]
 #
-# --host 0.0.0.0 to accept SuperNodes from other machines (default 127.0.0.1: this machine only).
+# The SuperLink listens on 127.0.0.1 only: Flower 1.42 serves the operator's Control API (registering
+# SuperNode keys, submitting and stopping runs) on the same port as the SuperNodes' Fleet API and cannot
+# authenticate it, so institutions reach it through deploy/start-fleet-proxy.sh (Fleet calls only), and
+# the operator runs `flwr` (deploy/run.sh) on this machine or through an SSH tunnel to it.
 # Needs from make-certs.sh: ca.crt, server.pem, server.key.  The ServerApp runs in this process's
 # working directory (the repository root); its outputs go to the run config's absolute output-dir.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-host=127.0.0.1
 port="$SUPERLINK_PORT"
 database="$STATE_DIR/superlink.db"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --insecure) INSECURE=1; shift ;;
-    --host) host="$2"; shift 2 ;;
+    --host) echo "start-superlink.sh: the SuperLink stays on 127.0.0.1 (its port is also the operator's); institutions connect through deploy/start-fleet-proxy.sh" >&2; exit 2 ;;
     --port) port="$2"; shift 2 ;;
     --database) database="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "start-superlink.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-args=(--host "$host" --port "$port" --database "$database" --disable-runtime-dependency-installation)
+args=(--host 127.0.0.1 --port "$port" --database "$database" --disable-runtime-dependency-installation)
 if [[ $INSECURE == 1 ]]; then
   warn_insecure
   args+=(--insecure)

@@ -5,15 +5,17 @@
 #
 # INSTITUTION: its name in the run's data config (s1, s2, s2_0, ...); OUTPUT_DIR: absolute directory on
 # this machine for its private state and final model (OUTPUT_DIR/INSTITUTION/<run>/); DATA_PATH: its
-# dataset root (omit for the embedded synthetic data).  --superlink defaults to $UML_FED_SUPERLINK or
-# 127.0.0.1:8000; --port is the SuperNode's local Runtime API port (default: a free one).
+# dataset root (omit for the embedded synthetic data).  --superlink: the Fleet proxy
+# (deploy/start-fleet-proxy.sh; default $UML_FED_FLEET or 127.0.0.1:9092; with --insecure the SuperLink
+# itself, $UML_FED_SUPERLINK or 127.0.0.1:8000); --port: the SuperNode's local Runtime API port (default:
+# a free one).
 # Needs from make-certs.sh: ca.crt and supernode-INSTITUTION (private key; its .pub must be registered,
 # `deploy/run.sh --register-only`, before this starts, or the SuperLink refuses it).
 # A SuperNode that exits (e.g. restarted while the SuperLink still holds its old session) is started
 # again with back-off: UML_FED_SUPERNODE_ATTEMPTS tries (default 8), waits doubling from 2 s to 60 s.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-superlink="$SUPERLINK"
+superlink=""
 port=""
 pos=()
 while [[ $# -gt 0 ]]; do
@@ -37,6 +39,7 @@ data_path="${pos[2]:-}"
 if [[ -n "$data_path" && ! -e "$data_path" ]]; then
   echo "start-supernode.sh: DATA_PATH $data_path does not exist" >&2; exit 2
 fi
+[[ -n "$superlink" ]] || { if [[ $INSECURE == 1 ]]; then superlink="$SUPERLINK"; else superlink="$FLEET"; fi; }
 [[ -n "$port" ]] || port="$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 
 node_config="institution=\"$institution\" output-dir=\"$output_dir\""

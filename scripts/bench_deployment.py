@@ -60,10 +60,9 @@ def main() -> None:
         args.overrides = tiny_overrides()
     work = Path(tempfile.mkdtemp(prefix="uml-fed-bench-deploy-"))
     job = {
-        "overrides": " ".join(args.overrides),
+        "overrides": " ".join([*args.overrides, "train.num_threads=1"]),
         "local-epochs": args.local_epochs,
         "total-epochs": args.rounds * args.local_epochs,
-        "num-threads": 1,
     }
 
     report: dict = {"job": job, "rounds": args.rounds}

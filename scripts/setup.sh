@@ -17,6 +17,16 @@ if ! python -c "import uml_fed, flwr, hydra, rasterio, pytest" 2>/dev/null || [ 
   python -m pip install -q -e ".[dev]"
   touch .venv/.uml-fed-installed
 fi
+# nginx for the Fleet proxy of a deployment (deploy/start-fleet-proxy.sh; the deployment tests use it)
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -q --no-install-recommends nginx-light >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends nginx-light >/dev/null 2>&1; } \
+      || echo "setup.sh: could not install nginx-light; deployments need it for the Fleet proxy" >&2
+  else
+    echo "setup.sh: nginx not found; install it (Debian: apt-get install nginx-light) for a deployment's Fleet proxy" >&2
+  fi
+fi
 python - <<'PY'
 import torch, flwr, uml_fed
 print(f"uml-fed ready: torch {torch.__version__}, flwr {flwr.__version__}")

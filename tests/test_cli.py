@@ -70,9 +70,38 @@ def test_bad_override_fails_loudly(tmp_path):
     proc = subprocess.run(
         [*UML_FED, "centralized", "model.projection_blocks=9"], cwd=tmp_path, capture_output=True, text=True
     )
-    assert proc.returncode != 0 and "model.projection_blocks=9 must be in 0..8" in proc.stderr
+    assert proc.returncode == 2 and "model.projection_blocks=9 must be in [0, 8]" in proc.stderr
     proc = subprocess.run([*UML_FED, "frobnicate"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown command 'frobnicate'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["+model.widht=64"], "unknown config key 'model.widht'; did you mean model.width?"),
+        (["+lr=5"], "unknown config key 'lr'; did you mean train.lr?"),
+        (["train.foo=1"], "unknown config key 'train.foo'; did you mean train.lr?"),
+        (["data=nope"], "data=nope: there is no configs/data/nope.yaml; choose one of"),
+        (["hydra.run.dir=/proc/uml-fed-run"], "hydra.run.dir=/proc/uml-fed-run: cannot write to /proc/uml-fed-run"),
+        (["--multirun", "seed=0,1", "+model.widht=64"], "unknown config key 'model.widht'"),
+    ],
+)
+def test_config_mistakes_are_one_line_naming_the_key_with_exit_2(tmp_path, args, line):
+    proc = subprocess.run([*UML_FED, "centralized", *args], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"uml-fed centralized: error: {line}"), proc.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("results.json"))
+
+
+def test_unknown_keys_inside_a_run_configs_overrides_are_refused_naming_the_key():
+    from uml_fed.config import ConfigError, from_run_config
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.widht'; did you mean model\.width\?"):
+        from_run_config({"overrides": "+model.widht=64"})
+    with pytest.raises(ConfigError, match=r"unknown run-config key\(s\) \['num-threads'\].*overrides="):
+        from_run_config({"num-threads": 1})
+    assert from_run_config({"overrides": "+data.sizes.s1.train_per_class=20"}).data.split_sizes("s1")[0] == 20
 
 
 @pytest.mark.slow

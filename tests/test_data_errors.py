@@ -72,8 +72,22 @@ def test_corrupt_geotiff(ben, tmp_path):
     root, info = ben
     for p in _all_s2(root, info):
         (root / "BigEarthNet-v1.0" / p / f"{p}_B02.tif").write_bytes(b"II*\x00 this is not a tiff")
-    with pytest.raises(DataError, match=r"cannot read '.*_B02.tif' \(corrupt or not a raster\)"):
+    with pytest.raises(
+        DataError, match=r"cannot read '.*_B02.tif': the file is truncated or corrupt .*skip_unreadable"
+    ):
         load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+
+
+def test_a_truncated_geotiff_says_so_and_names_the_remedy(ben, tmp_path):
+    root, info = ben
+    for p in _all_s2(root, info):
+        f = root / "BigEarthNet-v1.0" / p / f"{p}_B03.tif"
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(DataError) as err:
+        load_real(cfg("bigearthnet_v1", root, tmp_path, classes=CLS))
+    msg = str(err.value)
+    assert "_B03.tif': the file is truncated or corrupt (" in msg and "See previous exception" not in msg
+    assert msg.endswith("data.skip_unreadable=true skips unreadable files") and "\n" not in msg
 
 
 def test_wrong_dtype(ben, tmp_path):
@@ -341,3 +355,52 @@ def _break(own: Path, case: str) -> dict:
 def test_folder_errors_name_the_file_or_key(case, match, own, tmp_path):
     with pytest.raises(DataError, match=match):
         load_real(cfg("folder", own, tmp_path / "c", **_break(own, case)))
+
+
+def test_a_symbolic_link_to_itself_is_named_and_skippable(own, tmp_path):
+    loop = own / "s1" / "a" / "loop.tif"
+    loop.symlink_to(loop)
+    with pytest.raises(
+        DataError, match=rf"folder s1: '{loop}' is a symbolic link that loops or points nowhere; remove"
+    ):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["s1"]))
+    with pytest.warns(UserWarning, match="a broken symbolic link"):
+        (s1,) = load_real(cfg("folder", own, tmp_path / "c", modalities=["s1"], skip_unreadable=True))
+    assert len(s1.split("train")) == 4
+
+
+def _huge(path: Path) -> None:
+    """A GeoTIFF whose header declares 100000 x 100000 pixels; its tiles are never written (a few KB)."""
+    profile = dict(driver="GTiff", width=100_000, height=100_000, count=2, dtype="float32", tiled=True)
+    with rasterio.open(path, "w", **profile, compress="deflate", sparse_ok=True, crs="EPSG:32633") as f:
+        f.transform = from_origin(0, 0, 10, 10)
+
+
+def test_a_file_too_big_for_memory_is_refused_before_reading_and_resize_reads_it_decimated(own, tmp_path):
+    for f in sorted(own.glob("s1/*/*.tif")):
+        _huge(f)
+    with pytest.raises(
+        DataError, match=r"2 x 100000 x 100000 values need [0-9.]+ GiB, more than the .* set data\.resize"
+    ):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["s1"], constant_bands="warn"))
+    with pytest.warns(UserWarning, match="constant"):  # unwritten tiles read as 0 everywhere
+        (s1,) = load_real(cfg("folder", own, tmp_path / "c2", modalities=["s1"], resize=8, constant_bands="warn"))
+    assert s1.split("train").images.shape[1:] == (2, 8, 8)
+
+
+def test_a_patch_size_that_cannot_fit_is_refused_before_allocating():
+    from uml_fed.data import load_institutions
+
+    with pytest.raises(DataError, match=r"data\.patch_size=100000: .* GiB, more than the .* lower data\.patch_size"):
+        load_institutions(load_config(["data.patch_size=100000"]))
+
+
+def test_a_class_folder_in_one_modality_only_names_it_and_the_remedy(own, tmp_path):
+    (own / "s1" / "c").mkdir()
+    fixtures.write_geotiff(
+        own / "s1" / "c" / "x.tif", np.ones((2, 16, 16), np.float32), "EPSG:32633", from_origin(0, 0, 10, 10)
+    )
+    with pytest.raises(
+        DataError, match=r"\['c'\] in one only\); give every modality the same class folders, or .*data\.classes"
+    ):
+        load_real(cfg("folder", own, tmp_path / "c", modalities=["s1", "arr"]))

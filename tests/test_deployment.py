@@ -11,20 +11,19 @@ import json
 
 import pytest
 from conftest import check_client_replies, tiny_overrides
-from harness.deployment import LocalDeployment
+from harness.deployment import LocalDeployment, Outsider
 
 from uml_fed.config import from_run_config
-from uml_fed.federated.launch import processes_with
+from uml_fed.federated.launch import processes_with, write_run_config
 
 pytestmark = pytest.mark.slow
 
 
 def tiny_run(out, **extra):
     return {
-        "overrides": " ".join(tiny_overrides()),
+        "overrides": " ".join(tiny_overrides("train.num_threads=1")),
         "local-epochs": 1,
         "total-epochs": 2,
-        "num-threads": 1,
         "output-dir": str(out),
         **extra,
     }
@@ -35,24 +34,51 @@ def read_rounds(out):
 
 
 K4 = ("s1_0", "s1_1", "s2_0", "s2_1")  # 2 sensors x 2 institutions (IID parts of each sensor's pool)
-K4_OVERRIDES = " ".join(tiny_overrides("data.partition.institutions=2", "fed.weighting=modality"))
+K4_OVERRIDES = " ".join(
+    tiny_overrides("train.num_threads=1", "data.partition.institutions=2", "fed.weighting=modality")
+)
+
+
+NO_OUTSIDER = Outsider.unavailable()
+REMOTE = "s2_1"  # with network namespaces: this institution's SuperNode runs on the other host
 
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
-    """Four registered institutions (two per sensor) plus an intruder with a key nobody registered;
-    one 2-round run, each institution its own SuperNode process."""
+    """Four registered institutions (two per sensor; one on another host when namespaces work) plus an
+    intruder on that host, holding only ca.crt and a key of its own that nobody registered; one 2-round
+    run, each institution its own SuperNode process, every SuperNode through the Fleet proxy."""
     work = tmp_path_factory.mktemp("deploy")
-    dep = LocalDeployment(work, institutions=K4, capture_replies=True)
+    outsider = NO_OUTSIDER is None
+    dep = LocalDeployment(
+        work, institutions=K4, capture_replies=True, outsider=outsider, remote=(REMOTE,) if outsider else ()
+    )
     try:
         dep.start()
         registered = {n["node-id"] for n in dep.nodes()}
         dep.make_credentials(["intruder"])  # a valid key pair, never passed to `flwr supernode register`
-        dep.start_supernode("intruder", institution="s1_0")
-        run = dep.run(tiny_run(work / "run", overrides=K4_OVERRIDES), timeout=400)
+        attempts = {}
+        if outsider:
+            pub = str(dep.certs / "supernode-intruder.pub")
+            proxy, link = f"{dep.host.host_ip}:{dep.fleet_port}", f"{dep.host.host_ip}:{dep.port}"
+            attempts["register via proxy"] = dep.outsider_flwr(
+                proxy, "supernode", "register", pub, "target", "--name", "evil"
+            )
+            attempts["register direct"] = dep.outsider_flwr(
+                link, "supernode", "register", pub, "target", "--name", "evil"
+            )
+            attempts["list via proxy"] = dep.outsider_flwr(proxy, "supernode", "list", "target")
+            rc_file = write_run_config(work / "rogue_run.toml", tiny_run(work / "rogue-run"))
+            attempts["run via proxy"] = dep.outsider_flwr(
+                proxy, "run", str(dep.app_dir), "target", "--run-config", str(rc_file), timeout=120
+            )
+        dep.start_supernode("intruder", institution="s1_0", remote=outsider)
+        run = dep.run(tiny_run(work / "run", overrides=K4_OVERRIDES), timeout=900)
         nodes = dep.nodes()
         replies = dep.captured_replies()
         logs = {name: c.log_text() for name, c in dep.components.items()}
+        commands = {name: list(c.proc.args) for name, c in dep.components.items()}
+        listening = superlink_addresses(dep)
     finally:
         dep.stop()
     return {
@@ -63,7 +89,18 @@ def deployed(tmp_path_factory):
         "nodes": nodes,
         "replies": replies,
         "logs": logs,
+        "commands": commands,
+        "attempts": attempts,
+        "listening": listening,
     }
+
+
+def superlink_addresses(dep) -> set[str]:
+    """The addresses the SuperLink process listens on."""
+    import psutil
+
+    proc = psutil.Process(dep.components["superlink"].proc.pid)
+    return {c.laddr.ip for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
 
 
 def test_tls_authenticated_deployment_runs_to_completion_and_leaves_no_process(deployed):
@@ -82,6 +119,37 @@ def test_tls_authenticated_deployment_runs_to_completion_and_leaves_no_process(d
     for m in K4:
         assert len(list((deployed["work"] / "nodes" / m / m).glob("*/model.pt"))) == 1
     assert not dep.alive() and not processes_with(str(deployed["work"]))
+
+
+def test_the_superlink_is_on_loopback_and_every_supernode_goes_through_the_fleet_proxy(deployed):
+    dep = deployed["dep"]
+    assert deployed["listening"] == {"127.0.0.1"}
+    for name in (*K4, "intruder"):
+        cmd = deployed["commands"][name]
+        assert cmd[cmd.index("--superlink") + 1].endswith(f":{dep.fleet_port}")
+    assert "nginx" in deployed["logs"]["proxy"] or "fleet proxy on" in deployed["logs"]["proxy"]
+
+
+@pytest.mark.skipif(NO_OUTSIDER is not None, reason=f"no second host: {NO_OUTSIDER}")
+def test_a_host_with_only_ca_crt_cannot_register_submit_or_reach_the_superlink(deployed):
+    """From another host (a network namespace), holding the public ca.crt and a key of its own: the
+    Fleet proxy refuses the Control API (403), the SuperLink's own port is not reachable at all, and the
+    intruder's SuperNode, whose key was never registered, is refused (next test)."""
+    a = deployed["attempts"]
+    for what in ("register via proxy", "list via proxy", "run via proxy"):
+        assert a[what].returncode != 0 and "403" in a[what].stdout + a[what].stderr, (what, a[what].stdout)
+    refused = a["register direct"]
+    assert refused.returncode != 0 and "registered" not in refused.stdout
+    assert "evil" not in json.dumps(deployed["nodes"]) and len(deployed["nodes"]) == len(K4)
+    assert not (deployed["work"] / "rogue-run").exists()
+
+
+@pytest.mark.skipif(NO_OUTSIDER is not None, reason=f"no second host: {NO_OUTSIDER}")
+def test_a_registered_institution_on_another_host_joins_through_the_proxy(deployed):
+    results = json.loads((deployed["work"] / "run" / "results.json").read_text())
+    assert results["status"] == "finished" and REMOTE in results["modalities"]
+    assert deployed["commands"][REMOTE][:3] == ["ip", "netns", "exec"]
+    assert all(REMOTE in r["replied"] for r in read_rounds(deployed["work"] / "run"))
 
 
 def test_what_leaves_an_institution_is_only_backbone_arrays_and_scalars(deployed):
@@ -125,7 +193,14 @@ def test_an_institution_killed_mid_run_does_not_stop_the_others(tmp_path):
                 killed.append(line)
 
         run = dep.run(
-            tiny_run(out, **{"total-epochs": 3, "min-nodes": 1, "round-timeout": 30.0}),
+            tiny_run(
+                out,
+                **{
+                    "total-epochs": 3,
+                    "min-nodes": 1,
+                    "overrides": " ".join(tiny_overrides("train.num_threads=1", "fed.round_timeout=30")),
+                },
+            ),
             timeout=300,
             on_line=kill_after_round_1,
         )
@@ -157,7 +232,7 @@ def test_a_killed_institution_and_a_killed_superlink_change_nothing(tmp_path):
     The run ends with exactly the numbers of the run without the faults."""
     import threading
 
-    overrides = " ".join(tiny_overrides("fed.rejoin_timeout=400"))
+    overrides = " ".join(tiny_overrides("train.num_threads=1", "fed.rejoin_timeout=400"))
     restarted: list[threading.Thread] = []
     link_killed: list[bool] = []
 

@@ -55,16 +55,22 @@ def default_port() -> int:
     return int(re.search(r"UML_FED_SUPERLINK_PORT:-(\d+)", script("common.sh")).group(1))
 
 
+@pytest.fixture
+def fleet_port() -> int:
+    return int(re.search(r"UML_FED_FLEET_PORT:-(\d+)", script("common.sh")).group(1))
+
+
 def test_two_institutions_each_with_a_supernode_and_a_clientapp():
     assert INSTITUTIONS == ["s1", "s2"]
-    assert {"superlink", "serverapp", "register"} | {
+    assert {"superlink", "fleet-proxy", "serverapp", "register"} | {
         f"{k}-{m}" for m in INSTITUTIONS for k in ("supernode", "clientapp")
     } == set(SERVICES)
 
 
 def test_superlink_port_and_flags_match_the_script_and_the_launcher(default_port, tmp_path):
     sl = flags("superlink")
-    assert sl["--port"] == str(default_port) and SERVICES["superlink"]["ports"] == [f"{default_port}:{default_port}"]
+    assert sl["--port"] == str(default_port)
+    assert SERVICES["superlink"]["ports"] == [f"127.0.0.1:{default_port}:{default_port}"]  # the operator's only
     launcher = LocalDeployment(tmp_path).superlink_command()
     for flag in [*SUPERLINK_TLS, "--disable-runtime-dependency-installation"]:
         assert flag in sl and flag in script("start-superlink.sh") and flag in launcher, flag
@@ -73,7 +79,7 @@ def test_superlink_port_and_flags_match_the_script_and_the_launcher(default_port
         assert Path(sl[flag]).name == name and sl[flag] in mounts("superlink")
 
 
-def test_supernodes_connect_with_tls_and_their_own_key_and_the_script_node_config(default_port, tmp_path):
+def test_supernodes_connect_with_tls_and_their_own_key_and_the_script_node_config(default_port, fleet_port, tmp_path):
     built = [
         line
         for line in script("start-supernode.sh").splitlines()
@@ -84,7 +90,7 @@ def test_supernodes_connect_with_tls_and_their_own_key_and_the_script_node_confi
     launcher.port = default_port
     for m in INSTITUTIONS:
         sn = flags(f"supernode-{m}")
-        assert sn["--superlink"] == f"superlink:{default_port}" and "--insecure" not in sn
+        assert sn["--superlink"] == f"fleet-proxy:{fleet_port}" and "--insecure" not in sn
         for flag in SUPERNODE_TLS:
             assert flag in sn and flag in script("start-supernode.sh") and flag in launcher.supernode_command(m, m)
         assert Path(sn["--auth-supernode-private-key"]).name == f"supernode-{m}"
@@ -103,7 +109,7 @@ def test_private_keys_are_mounted_only_where_they_belong():
         for volume in SERVICES[service].get("volumes", []):
             host = volume.removesuffix(":ro").rsplit(":", 1)[0]
             if host.endswith("server.key"):
-                assert service == "superlink"
+                assert service in ("superlink", "fleet-proxy")
             m = re.search(r"supernode-(\w+)$", host)
             if m:
                 assert service == f"supernode-{m.group(1)}", f"{host} mounted into {service}"
@@ -120,10 +126,26 @@ def test_images_match_the_project_flower_and_torch_versions():
         "app.Dockerfile": f"flwr/superexec:{flwr.__version__}",
     }
     assert f'"torch=={torch.__version__.split("+")[0]}"' in (ROOT / "docker" / "app.Dockerfile").read_text()
-    for service in SERVICES.values():
+    assert SERVICES["fleet-proxy"]["image"].startswith("nginx:")  # the official image, configured by template
+    for service in (s for s in SERVICES.values() if "build" in s):
         dockerfile = service["build"]["dockerfile"]
         assert (ROOT / "docker" / service["build"]["context"] / dockerfile).resolve().is_file()
 
 
-def test_server_certificate_is_valid_for_the_compose_service_name():
-    assert "DNS:superlink" in script("make-certs.sh")
+def test_server_certificate_is_valid_for_the_compose_service_names():
+    assert "DNS:superlink" in script("make-certs.sh") and "DNS:fleet-proxy" in script("make-certs.sh")
+
+
+def test_only_the_fleet_proxy_bridges_the_institutions_to_the_superlink(fleet_port):
+    """The SuperNodes share no network with the SuperLink; the proxy renders the tested template."""
+    nets = {name: set(svc.get("networks", [])) for name, svc in SERVICES.items()}
+    assert nets["superlink"] == {"link"} and nets["fleet-proxy"] == {"link", "fleet"}
+    for m in INSTITUTIONS:
+        assert "link" not in nets[f"supernode-{m}"] and nets[f"clientapp-{m}"] == {m}
+    proxy = SERVICES["fleet-proxy"]
+    assert proxy["ports"] == [f"{fleet_port}:{fleet_port}"] and proxy["environment"]["FLEET_LISTEN"].endswith(
+        str(fleet_port)
+    )
+    template = "../deploy/fleet-proxy.conf.template"
+    assert any(v.startswith(f"{template}:/etc/nginx/templates/") for v in proxy["volumes"])
+    assert (ROOT / "deploy" / "fleet-proxy.conf.template").is_file()

@@ -104,7 +104,7 @@ def test_fedprox_term_changes_the_local_update(tmp_path):
     start = initial_backbone(cfg, 6)
 
     def local(mu: float) -> dict[str, np.ndarray]:
-        run = {"strategy": "fedprox", "proximal-mu": mu} if mu else {}
+        run = {"strategy": "fedprox", "overrides": f"{TINY_RUN['overrides']} fed.proximal_mu={mu}"} if mu else {}
         reply = client_app.train(
             _msg("train", _train_content(cfg, tmp_path / f"mu{mu}", 1, start), 100),
             _context(0, tmp_path / f"mu{mu}", **run),

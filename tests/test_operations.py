@@ -3,11 +3,13 @@ one-line errors, the deploy scripts' settings, and the compute options (CPU-chec
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +218,60 @@ def test_auto_precision_takes_bf16_on_a_cpu_only_where_it_is_native(tmp_path):
 def test_experiment_runs_federated_schedules_side_by_side_when_asked():
     with pytest.raises(ConfigError, match="runner.parallel=0 must be >= 1"):
         load_config(["runner.parallel=0"])
+
+
+LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))  # results.json fits, a checkpoint does not
+"""
+
+
+def test_a_full_disk_at_the_end_keeps_the_results_and_names_the_file_it_could_not_write(tmp_path):
+    run_dir = tmp_path / "run"
+    script = LIMITED + (
+        "from uml_fed.cli import main\n"
+        f"main(['centralized', *{tiny_overrides('train.epochs=1', 'train.select_after=0')!r}, 'hydra.run.dir={run_dir}'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(f"uml-fed centralized: error: could not write {run_dir / 'checkpoints'}/")
+    assert f"the run's results are in {run_dir / 'results.json'}" in lines[0]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["modalities"]) == {"s1", "s2"} and len(results["unsaved"]) == 4  # 2 arms x 2
+    assert not list((run_dir / "checkpoints").glob("*.pt")) and not list(run_dir.rglob(".*.tmp"))
+
+
+def test_an_institution_whose_disk_is_full_still_reports_its_numbers(tmp_path):
+    """Calibrate on a node whose model.pt cannot be written: the reply carries the metrics and says so."""
+    script = (
+        LIMITED.replace("resource.setrlimit", "LIMIT = lambda: resource.setrlimit")
+        + f"""
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import tiny_overrides
+from flwr.app import ConfigRecord
+from flwr.supercore.task_identity import TaskIdentity
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+from uml_fed.config import from_run_config
+from uml_fed.data import load_institutions
+from uml_fed.federated import records
+from uml_fed.federated.client import InstitutionClient
+from uml_fed.federated.server import initial_backbone
+cfg = from_run_config({{"overrides": " ".join(tiny_overrides()), "local-epochs": 1}})
+client = InstitutionClient(cfg, load_institutions(cfg, only="s1")[0], {str(tmp_path)!r})
+config = ConfigRecord({{"server-round": 1, "run-key": "full", "output-dir": {str(tmp_path)!r}}})
+backbone = initial_backbone(cfg, 6)
+client.train(records.train_content(backbone, config))
+LIMIT()
+reply = client.calibrate(records.train_content(backbone, config))
+m = reply["metrics"]
+print("RESULT", m["model-saved"], m["cal-test-acc"])
+"""
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved, acc = proc.stdout.split("RESULT ")[1].split()
+    assert saved == "0" and 0 <= float(acc) <= 1
+    assert "could not write" in proc.stderr and "model.pt" in proc.stderr
+    assert not (tmp_path / "s1" / "full" / "model.pt").exists()

@@ -36,8 +36,8 @@ def reset_bn_for_calibration(module: nn.Module) -> None:
 def calibrate_bn(
     model: ModalityModel,
     images: torch.Tensor,
-    epochs: int = 10,
-    batch_size: int = 600,
+    epochs: int,
+    batch_size: int,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> ModalityModel:

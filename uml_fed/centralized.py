@@ -29,7 +29,7 @@ from .evaluation import calibrate_and_evaluate, split_tensors
 from .methods import Method, build_method
 from .methods.isca import Embedded, embed, fit_maps, isca_model
 from .model import ModalityModel, UMLModel, build_unimodal
-from .results import RunDir, summary_table
+from .results import ArtifactError, RunDir, summary_table
 from .train import (
     BatchStream,
     Selection,
@@ -149,9 +149,9 @@ def _train_and_evaluate(
                 cfg,
                 device,
                 seeded_generator(cfg.seed, "calibrate", arm, inst.name),
-                checkpoint=run.checkpoint_path(f"{arm}_{inst.name}"),
                 model_cfg=model.cfg,
             )
+            run.defer_checkpoint(f"{arm}_{inst.name}", r.pop("checkpoint"))
             results.setdefault("calibration_s", {})[f"{arm}/{inst.name}"] = r.pop("calibration_s")
             results["modalities"].setdefault(inst.name, {})[arm] = {
                 **r,
@@ -186,8 +186,16 @@ def _new_results(cfg: Config, mode: str, institutions: list[Institution], device
 
 
 def _finish(results: dict[str, Any], run: RunDir, start: float) -> dict[str, Any]:
+    """``results.json`` first, then the checkpoints: a failed checkpoint write leaves the results (with the
+    files that could not be written under ``unsaved``) and raises one line naming the file."""
     results["wall_time_s"] = time.perf_counter() - start
-    run.write_results(results)
+    path = run.write_results(results)
+    unsaved = run.write_deferred()
+    if unsaved:
+        results["unsaved"] = unsaved
+        run.write_results(results)
+        more = f" (and {len(unsaved) - 1} more)" if len(unsaved) > 1 else ""
+        raise ArtifactError(f"{unsaved[0]['reason']}{more}; the run's results are in {path}")
     return results
 
 
@@ -256,14 +264,9 @@ def isca_arm(cfg: Config, institutions: list[Institution], device: torch.device,
     for inst in institutions:
         mm = isca_model(encoders[inst.name], maps[inst.name], isca, inst.name)
         r = calibrate_and_evaluate(
-            mm,
-            inst,
-            cfg,
-            device,
-            seeded_generator(cfg.seed, "calibrate", "isca", inst.name),
-            checkpoint=run.checkpoint_path(f"isca_{inst.name}"),
-            model_cfg=encoder_cfg,
+            mm, inst, cfg, device, seeded_generator(cfg.seed, "calibrate", "isca", inst.name), model_cfg=encoder_cfg
         )
+        run.defer_checkpoint(f"isca_{inst.name}", r.pop("checkpoint"))
         results.setdefault("calibration_s", {})[f"isca/{inst.name}"] = r.pop("calibration_s")
         results["modalities"].setdefault(inst.name, {})["isca"] = {
             **r,

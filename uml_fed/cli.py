@@ -22,6 +22,44 @@ from contextlib import contextmanager
 USAGE = __doc__
 
 
+def _writable(key: str, folder: str) -> None:
+    """Refuse a run directory that cannot be created or written, naming it (before Hydra tries): the
+    folder up to its first interpolation is made and a file written and removed there."""
+    import tempfile
+    from pathlib import Path
+
+    from .config import ConfigError
+
+    path = Path(folder.split("${", 1)[0] or ".").expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=path).close()
+    except OSError as e:
+        raise ConfigError(
+            f"{key}={folder}: cannot write to {path} ({e.strerror or e}); choose a folder you can write to"
+        ) from None
+
+
+def precheck(argv: list[str]) -> None:
+    """The command line composed as the command will compose it, so that a config error is one line
+    (exit 2) before Hydra starts; for ``--multirun`` the first value of each sweep."""
+    from .config import load_config
+
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = []
+    for a in argv:
+        if a.startswith("-") or "=" not in a or a.split("=", 1)[0].lstrip("+~").startswith(("hydra.", "hydra/")):
+            continue
+        key, value = a.split("=", 1)
+        if multirun and "," in value and not value.startswith(("[", "{")):
+            value = value.split(",", 1)[0]
+        overrides.append(f"{key}={value}")
+    load_config(overrides)
+    run_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith(f"{run_key}=")), None)
+    _writable(run_key, given or ("multirun" if multirun else "outputs"))
+
+
 def _hydra_command(fn: Callable[[object], None]) -> Callable[[], None]:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -44,10 +82,11 @@ def user_errors(command: str) -> Iterator[None]:
     from .config import ConfigError
     from .data import DataError
     from .federated.federation import RunFailed
+    from .results import ArtifactError
 
     try:
         yield
-    except (ConfigError, DataError, FileNotFoundError, RunFailed) as e:
+    except (ConfigError, DataError, FileNotFoundError, RunFailed, ArtifactError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"{command}: error: {first}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -141,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     if cmd not in COMMANDS:
         print(f"uml-fed: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)
+    with user_errors(f"uml-fed {cmd}"):
+        precheck(rest)
     sys.argv = [f"uml-fed {cmd}", *rest]
     _hydra_command(COMMANDS[cmd])()
 

@@ -19,7 +19,6 @@ A model's *reported* evaluation follows its BN mode: ``calibrated`` for static B
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from .bn_calibration import bn_layers, calibrate_bn
 from .config import Config, ModelConfig
 from .data import Institution
 from .model import ModalityModel
-from .results import save_checkpoint
+from .results import checkpoint_payload
 from .train import evaluate
 
 
@@ -52,16 +51,16 @@ def calibrate_and_evaluate(
     cfg: Config,
     device: torch.device,
     generator: torch.Generator,
-    checkpoint: str | Path | None = None,
     model_cfg: ModelConfig | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Calibrate a copy of ``model`` on the institution's train split; evaluate val/test both ways.
 
     Returns ``{"bn", "reported", "calibration_s", "val_acc", "test_acc", "calibrated": {...},
-    <as trained>: {...}}`` where each evaluation holds ``val_acc, test_acc, val_loss, test_loss`` and
-    the top-level ``val_acc``/``test_acc`` are the reported evaluation's.  ``checkpoint`` saves the
-    reported model (calibrated copy, or the model with its running statistics).
+    <as trained>: {...}, "checkpoint": {...}}`` where each evaluation holds ``val_acc, test_acc,
+    val_loss, test_loss``, the top-level ``val_acc``/``test_acc`` are the reported evaluation's, and
+    ``checkpoint`` is the reported model (calibrated copy, or the model with its running statistics)
+    as :func:`uml_fed.results.checkpoint_payload`, for the caller to write when it chooses.
     """
     t = cfg.train
     train_x, _ = split_tensors(inst, "train")
@@ -83,17 +82,15 @@ def calibrate_and_evaluate(
             r = evaluate(m, x, y, device, t.eval_batch_size)
             out[name][f"{split}_acc"], out[name][f"{split}_loss"] = r["acc"], r["loss"]
     out["val_acc"], out["test_acc"] = out[reported]["val_acc"], out[reported]["test_acc"]
-    if checkpoint is not None:
-        save_checkpoint(
-            checkpoint,
-            calibrated if reported == "calibrated" else model,
-            modality=inst.name,
-            bands=inst.bands,
-            classes=inst.classes,
-            model_cfg=model_cfg or cfg.model,
-            mean=inst.mean,
-            std=inst.std,
-            calibrated=reported == "calibrated" and t.bn_cal_epochs > 0,
-            extra=extra,
-        )
+    out["checkpoint"] = checkpoint_payload(
+        calibrated if reported == "calibrated" else model,
+        modality=inst.name,
+        bands=inst.bands,
+        classes=inst.classes,
+        model_cfg=model_cfg or cfg.model,
+        mean=inst.mean,
+        std=inst.std,
+        calibrated=reported == "calibrated" and t.bn_cal_epochs > 0,
+        extra=extra,
+    )
     return out

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,51 @@ from .model import ModalityModel, UMLModel
 CHECKPOINT_FORMAT = "uml-fed/modality-model/1"
 
 
+class ArtifactError(OSError):
+    """A file of a run could not be written; the message names the file and why, in one line."""
+
+
+def write_failure(e: BaseException, path: Path) -> str:
+    """Why writing ``path`` failed, in one line (torch.save's own error says only 'file write failed')."""
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+    try:
+        free = shutil.disk_usage(next(p for p in (path.parent, *path.parents) if p.exists())).free
+        return f"{reason} ({free / 1e6:.1f} MB free there)"
+    except OSError:
+        return reason
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: a failed write leaves the old file (or none), never a
+    truncated one, and raises :class:`ArtifactError` naming ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        raise ArtifactError(f"could not write {path}: {write_failure(e, path)}") from None
+    return path
+
+
 class RunDir:
-    """One run's artefacts under ``path`` (created)."""
+    """One run's artefacts under ``path`` (created).
+
+    Large files can be :meth:`defer`-red until :meth:`write_deferred`, after the results: a full disk
+    then costs a checkpoint, never the run's numbers.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ArtifactError(
+                f"could not create the run directory {self.path}: {write_failure(e, self.path)}"
+            ) from None
+        self.deferred: list[tuple[Path, Callable[[Path], object]]] = []
 
     def write_config(self, cfg: Config) -> Path:
         p = self.path / "config.yaml"
@@ -37,12 +78,30 @@ class RunDir:
             f.write(json.dumps(_jsonable(row)) + "\n")
 
     def write_results(self, results: dict[str, Any], file: str = "results.json") -> Path:
-        p = self.path / file
-        p.write_text(json.dumps(_jsonable(results), indent=2))
-        return p
+        text = json.dumps(_jsonable(results), indent=2)
+        return write_atomic(self.path / file, lambda tmp: tmp.write_text(text))
+
+    def defer(self, path: Path, write: Callable[[Path], object]) -> None:
+        """Write ``path`` (atomically, with ``write(tmp)``) at :meth:`write_deferred`."""
+        self.deferred.append((path, write))
+
+    def write_deferred(self) -> list[dict[str, str]]:
+        """Every deferred file; returns the ones that could not be written (file, reason), trying all."""
+        failed = []
+        for path, write in self.deferred:
+            try:
+                write_atomic(path, write)
+            except ArtifactError as e:
+                failed.append({"file": str(path), "reason": str(e)})
+        self.deferred.clear()
+        return failed
 
     def checkpoint_path(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
+
+    def defer_checkpoint(self, name: str, payload: dict[str, Any]) -> None:
+        """``checkpoints/<name>.pt`` (a :func:`checkpoint_payload`), written at :meth:`write_deferred`."""
+        self.defer(self.checkpoint_path(name), lambda tmp: torch.save(payload, tmp))
 
 
 def _jsonable(x: Any) -> Any:
@@ -57,8 +116,7 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def save_checkpoint(
-    path: str | Path,
+def checkpoint_payload(
     model: ModalityModel,
     *,
     modality: str,
@@ -69,9 +127,9 @@ def save_checkpoint(
     std: np.ndarray | None,
     calibrated: bool,
     extra: dict[str, Any] | None = None,
-) -> Path:
+) -> dict[str, Any]:
     """A self-contained unimodal model: projection + backbone + (calibrated) BN statistics + metadata."""
-    payload = {
+    return {
         "format": CHECKPOINT_FORMAT,
         "modality": modality,
         "bands": list(bands),
@@ -83,10 +141,11 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
-    return path
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a :func:`checkpoint_payload` atomically (:class:`ArtifactError` naming the file on failure)."""
+    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[ModalityModel, dict[str, Any]]:

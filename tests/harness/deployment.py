@@ -1,10 +1,13 @@
 """A real Flower deployment on one machine: one SuperLink and one SuperNode per institution.
 
 Every component is a separate process, as on separate machines: the SuperLink (TLS with a local CA,
-SuperNode authentication on), one SuperNode per institution (its own auth key, FLWR_HOME and output
-directory), and the run is submitted with the real ``flwr run`` CLI through a SuperLink connection in
-a private ``$FLWR_HOME/config.toml``.  Credentials come from ``deploy/make-certs.sh``, so the tests
-exercise the same script an operator runs.  Used by ``tests/test_deployment.py`` and
+SuperNode authentication on, listening on 127.0.0.1 only), the Fleet proxy in front of it
+(``deploy/start-fleet-proxy.sh``: nginx passing only the SuperNodes' Fleet API calls), one SuperNode
+per institution (its own auth key, FLWR_HOME and output directory, connected through the proxy), and
+the run is submitted with the real ``flwr run`` CLI through a SuperLink connection in a private
+``$FLWR_HOME/config.toml``.  Credentials come from ``deploy/make-certs.sh``, so the tests exercise the
+same scripts an operator runs.  :class:`Outsider` is another host: a network namespace whose only way
+to this machine is a veth link, as an institution's machine has.  Used by ``tests/test_deployment.py`` and
 ``scripts/bench_deployment.py`` (a test and measurement tool, not part of the package); ``deploy/*.sh``
 do the same steps by hand.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -84,6 +88,51 @@ class Component:
             return fh.read().decode(errors="replace")
 
 
+class Outsider:
+    """A second host: a network namespace joined to this one by a veth pair (``ip netns``, root only).
+
+    From it, this machine is ``host_ip``: the Fleet proxy listens there (0.0.0.0), the SuperLink does
+    not (127.0.0.1 only), as for an institution's machine on the network.
+    """
+
+    def __init__(self, tag: str) -> None:
+        self.ns = f"umlf-{tag}"
+        self.host_if, self.peer_if = f"umlh{tag}"[:15], f"umlo{tag}"[:15]
+        subnet = 16 + int(tag, 16) % 200
+        self.host_ip, self.ip = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why no namespace can be made here (None: it can)."""
+        if os.geteuid() != 0:
+            return "network namespaces need root"
+        probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+        return None if probe.returncode == 0 else f"ip netns does not work here: {probe.stderr.strip()}"
+
+    def create(self) -> None:
+        for cmd in (
+            f"ip netns add {self.ns}",
+            f"ip link add {self.host_if} type veth peer name {self.peer_if}",
+            f"ip link set {self.peer_if} netns {self.ns}",
+            f"ip addr add {self.host_ip}/30 dev {self.host_if}",
+            f"ip link set {self.host_if} up",
+            f"ip netns exec {self.ns} ip addr add {self.ip}/30 dev {self.peer_if}",
+            f"ip netns exec {self.ns} ip link set {self.peer_if} up",
+            f"ip netns exec {self.ns} ip link set lo up",
+        ):
+            res = subprocess.run(cmd.split(), capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                self.remove()
+                raise DeploymentError(f"{cmd}: {res.stderr.strip()}")
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, check=False)  # its veth end too
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *cmd]
+
+
 @dataclass
 class DeployedRun:
     returncode: int
@@ -96,9 +145,11 @@ class DeployedRun:
 class LocalDeployment:
     """SuperLink + SuperNodes on 127.0.0.1 in ``workdir`` (certs/, logs/, homes/, nodes/).
 
-    ``tls`` / ``auth`` default to on; ``insecure`` deployments are for quick local checks only.
-    ``database``: keep the SuperLink state in ``workdir/superlink.db`` (needed for
-    :meth:`captured_replies`).  ``data_paths``: node-config ``data-path`` per institution (real data).
+    ``tls`` / ``auth`` default to on (and with them the Fleet proxy the SuperNodes connect through);
+    ``insecure`` deployments are for quick local checks only.  ``database``: keep the SuperLink state
+    in ``workdir/superlink.db`` (needed for :meth:`captured_replies`).  ``data_paths``: node-config
+    ``data-path`` per institution (real data).  ``outsider``: also make an :class:`Outsider` host
+    (its address is in the certificate); ``remote``: institutions whose SuperNode runs there.
     """
 
     workdir: Path
@@ -108,6 +159,8 @@ class LocalDeployment:
     database: bool = False
     capture_replies: bool = False
     data_paths: Mapping[str, str] = field(default_factory=dict)
+    outsider: bool = False
+    remote: tuple[str, ...] = ()
     app_dir: Path = APP_DIR
     start_timeout: float = 60.0
     components: dict[str, Component] = field(default_factory=dict, init=False)
@@ -120,6 +173,9 @@ class LocalDeployment:
         self.home = self.workdir / "homes" / "superlink"  # FLWR_HOME of the SuperLink and the CLI
         self.db = self.workdir / "superlink.db"
         self.port = 0
+        self.fleet_port = 0
+        self.proxy = self.tls and self.auth
+        self.host = Outsider(f"{os.getpid() % 4096:03x}{int(time.time() * 1000) % 16:x}") if self.outsider else None
         if self.capture_replies:
             self.database = True
 
@@ -142,9 +198,13 @@ class LocalDeployment:
             )
         for d in (self.logs, self.home):
             d.mkdir(parents=True, exist_ok=True)
+        if self.host is not None:
+            self.host.create()
         if self.tls or self.auth:
             self.make_credentials(self.institutions)
         self.start_superlink()
+        if self.proxy:
+            self.start_proxy()
         self.write_connection()
         for name in self.institutions:
             if self.auth:
@@ -164,6 +224,8 @@ class LocalDeployment:
         left = in_sessions(self.sessions)
         if left:  # a child that escaped its parent's tree: same session, so still ours
             stop_processes(left, grace=0.0)
+        if self.host is not None:
+            self.host.remove()
 
     def alive(self) -> list[int]:
         """Processes of this deployment still running (empty after ``stop()``)."""
@@ -177,18 +239,21 @@ class LocalDeployment:
 
     def make_credentials(self, names: Iterable[str]) -> None:
         """``deploy/make-certs.sh`` (keeps files that exist; adds key pairs for new names)."""
-        cmd = ["bash", str(DEPLOY_DIR / "make-certs.sh"), "--out", str(self.certs), *names]
+        hosts = ["--host", self.host.host_ip] if self.host is not None else []
+        cmd = ["bash", str(DEPLOY_DIR / "make-certs.sh"), "--out", str(self.certs), *hosts, *names]
         res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
             raise DeploymentError(f"make-certs.sh failed: {res.stderr or res.stdout}")
 
-    def _spawn(self, name: str, cmd: list[str], home: Path, cwd: Path) -> Component:
+    def _spawn(
+        self, name: str, cmd: list[str], home: Path, cwd: Path, env: Mapping[str, str] | None = None
+    ) -> Component:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as fh:
             offset = fh.tell()
             proc = subprocess.Popen(
                 cmd,
-                env=self.env(home),
+                env={**self.env(home), **(env or {})},
                 cwd=cwd,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
@@ -214,7 +279,14 @@ class LocalDeployment:
         raise DeploymentError(f"{comp.name}: no {pattern!r} within {timeout:.0f} s; see {comp.log}")
 
     def superlink_command(self) -> list[str]:
-        cmd = [_bin("flower-superlink"), "--port", str(self.port), "--disable-runtime-dependency-installation"]
+        cmd = [
+            _bin("flower-superlink"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-runtime-dependency-installation",
+        ]
         if self.tls:
             cmd += [
                 "--ssl-ca-certfile",
@@ -240,6 +312,25 @@ class LocalDeployment:
         self._wait_for(comp, r"Uvicorn running on", self.start_timeout)
         if self.capture_replies:
             install_reply_capture(self.db)
+
+    def start_proxy(self) -> None:
+        """``deploy/start-fleet-proxy.sh`` on 0.0.0.0 (a free port) in front of the SuperLink."""
+        if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+            raise DeploymentError(
+                "nginx not found: the Fleet proxy needs it (bash scripts/setup.sh installs nginx-light)"
+            )
+        self.fleet_port = free_port()
+        env = {"UML_FED_CERTS": str(self.certs), "UML_FED_STATE": str(self.workdir / "state")}
+        cmd = ["bash", str(DEPLOY_DIR / "start-fleet-proxy.sh"), "--listen", f"0.0.0.0:{self.fleet_port}"]
+        comp = self._spawn("proxy", [*cmd, "--superlink", f"127.0.0.1:{self.port}"], self.home, self.workdir, env)
+        self._wait_for(comp, r"fleet proxy on", self.start_timeout)
+        deadline = time.monotonic() + self.start_timeout
+        while not _listening(self.fleet_port):
+            if comp.proc.poll() is not None or time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"proxy did not listen on {self.fleet_port}; see {comp.log}:\n{comp.log_text()[-2000:]}"
+                )
+            time.sleep(0.1)
 
     def write_connection(self) -> Path:
         """The SuperLink connection ``flwr`` uses (Flower 1.42 ``$FLWR_HOME/config.toml``)."""
@@ -284,14 +375,20 @@ class LocalDeployment:
         except (ValueError, KeyError) as err:
             raise DeploymentError(f"registering {name} failed: {res.stdout}{res.stderr}") from err
 
-    def supernode_command(self, name: str, institution: str, key: str | None = None) -> list[str]:
+    def fleet_address(self, remote: bool) -> str:
+        """Where a SuperNode reaches the SuperLink: the Fleet proxy (from the outsider host: across the
+        veth link), or the SuperLink itself when there is no proxy (insecure runs)."""
+        host = self.host.host_ip if remote and self.host is not None else "127.0.0.1"
+        return f"{host}:{self.fleet_port}" if self.proxy else f"{host}:{self.port}"
+
+    def supernode_command(self, name: str, institution: str, key: str | None = None, remote: bool = False) -> list[str]:
         node_config = f'institution="{institution}" output-dir="{self.workdir / "nodes" / name}"'
         if self.data_paths.get(institution):
             node_config += f' data-path="{self.data_paths[institution]}"'
         cmd = [
             _bin("flower-supernode"),
             "--superlink",
-            f"127.0.0.1:{self.port}",
+            self.fleet_address(remote),
             "--port",
             str(free_port()),
             "--node-config",
@@ -300,14 +397,37 @@ class LocalDeployment:
         cmd += ["--root-certificates", str(self.certs / "ca.crt")] if self.tls else ["--insecure"]
         if self.auth:
             cmd += ["--auth-supernode-private-key", str(self.certs / f"supernode-{key or name}")]
-        return cmd
+        return self.host.wrap(cmd) if remote and self.host is not None else cmd
 
-    def start_supernode(self, name: str, institution: str | None = None, key: str | None = None) -> Component:
-        """SuperNode ``name`` serving ``institution`` (default: ``name``) with key ``key``."""
+    def start_supernode(
+        self, name: str, institution: str | None = None, key: str | None = None, remote: bool | None = None
+    ) -> Component:
+        """SuperNode ``name`` serving ``institution`` (default: ``name``) with key ``key``, on this host or
+        (``remote``; default: ``name`` in ``self.remote``) on the outsider host."""
         home = self.workdir / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
         self.components.pop(name, None)
-        return self._spawn(name, self.supernode_command(name, institution or name, key), home, home)
+        remote = name in self.remote if remote is None else remote
+        return self._spawn(name, self.supernode_command(name, institution or name, key, remote), home, home)
+
+    def outsider_flwr(self, address: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """A ``flwr`` call from the outsider host, holding only ``ca.crt``, against ``address``."""
+        assert self.host is not None, "LocalDeployment(outsider=True)"
+        home = self.workdir / "homes" / "outsider"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "target"\n\n[superlink.target]\naddress = "{address}"\n'
+            f'root-certificates = "{self.certs / "ca.crt"}"\n'
+        )
+        return subprocess.run(
+            self.host.wrap([_bin("flwr"), *args]),
+            check=False,
+            env=self.env(home),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def wait_connected(self, name: str, timeout: float | None = None) -> int:
         """Node id of SuperNode ``name`` once the SuperLink has accepted it."""
@@ -446,3 +566,11 @@ def captured_replies(db: Path) -> list[Any]:
         objects = dict(con.execute("SELECT object_id, content FROM uml_capture_object"))
         ids = [r[0] for r in con.execute("SELECT message_id FROM uml_capture_reply")]
     return [inflate_object_from_contents(i, objects, keep_object_contents=True) for i in ids]
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -10,6 +10,7 @@ explicitly asked for a paired split.
 
 from __future__ import annotations
 
+import math
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -21,6 +22,19 @@ SPLITS = ("train", "val", "test")
 
 class DataError(ValueError):
     """Bad data: the message names the modality, file or value at fault."""
+
+
+def check_fits(what: str, shape: tuple[int, ...], itemsize: int, remedy: str) -> None:
+    """Refuse an array that cannot fit in this machine's free memory before allocating it."""
+    import psutil
+
+    need = math.prod(shape) * itemsize
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise DataError(
+            f"{what}: {' x '.join(map(str, shape))} values need {need / 2**30:.1f} GiB, more than the "
+            f"{free / 2**30:.1f} GiB of free memory; {remedy}"
+        )
 
 
 @dataclass(frozen=True)

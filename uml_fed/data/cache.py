@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import SPLITS
+from .base import SPLITS, DataError
 from .source import ScanResult, Scene
 
 if TYPE_CHECKING:
@@ -44,6 +44,10 @@ def file_stats(root: Path, relpaths: list[str]) -> list[list[Any]]:
             out.append([rel, st.st_size, st.st_mtime_ns])
         except FileNotFoundError:
             out.append([rel, -1, -1])
+        except OSError as e:  # e.g. a symbolic link to itself: ELOOP
+            raise DataError(
+                f"{str(Path(root) / rel)!r}: cannot read its file status ({e.strerror}); remove or fix it"
+            ) from None
     return out
 
 

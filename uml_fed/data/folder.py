@@ -27,6 +27,7 @@ reports the same classes.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import DataError
-from .geotiff import raster_header, read_raster
+from .base import DataError, check_fits
+from .geotiff import NAN_REMEDY, raster_header, read_raster
 from .registry import register
 from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
@@ -100,7 +101,18 @@ class FolderSource(RealSource):
     def _files(self, modality: str) -> list[Path]:
         out = []
         for c in self.class_names(modality):
-            out += [f for f in sorted((self.root / modality / c).iterdir()) if f.suffix.lower() in EXTS and visible(f)]
+            for f in sorted((self.root / modality / c).iterdir()):
+                if f.suffix.lower() not in EXTS or not visible(f):
+                    continue
+                if not f.exists():  # a symbolic link that loops or points nowhere
+                    if not self.skip_unreadable:
+                        raise DataError(
+                            f"{self.name} {modality}: {str(f)!r} is a symbolic link that loops or points nowhere; "
+                            "remove it, or data.skip_unreadable=true skips it"
+                        )
+                    warnings.warn(f"{self.name} {modality}: skipping {str(f)!r} (a broken symbolic link)", stacklevel=2)
+                    continue
+                out.append(f)
         return out
 
     @property
@@ -211,7 +223,11 @@ class FolderSource(RealSource):
         ref = found[mods[0]]
         for m, dirs in found.items():
             if dirs != ref:
-                raise DataError(f"{self.name}: class folders of {m!r} {dirs} differ from {mods[0]!r} {ref}")
+                only = sorted(set(dirs) ^ set(ref))
+                raise DataError(
+                    f"{self.name}: class folders of {m!r} {dirs} differ from {mods[0]!r} {ref} ({only} in one only); "
+                    f"give every modality the same class folders, or choose the shared ones with data.classes=[...]"
+                )
         return ref
 
     def scan_options(self) -> dict:
@@ -244,10 +260,13 @@ class FolderSource(RealSource):
             )  # fmt: skip
             return arr.astype(np.float32), [str(path)]
         try:
-            a = np.load(path)
+            a = np.load(path, mmap_mode="r")
         except (OSError, ValueError, EOFError) as e:
-            raise DataError(f"{what}: cannot read {str(path)!r} as .npy: {e}") from e
+            raise DataError(
+                f"{what}: cannot read {str(path)!r} as .npy ({e}); data.skip_unreadable=true skips unreadable files"
+            ) from e
         a = a[None] if a.ndim == 2 else a
+        check_fits(f"{what}: {str(path)!r}", a.shape, 4, "store smaller arrays (data.resize resamples after reading)")
         if a.ndim != 3 or a.shape[0] != len(s.bands) or a.dtype.name != s.dtype:
             raise DataError(f"{what}: {str(path)!r} is {a.shape} {a.dtype}, expected {len(s.bands)} x H x W {s.dtype}")
         if native is not None and a.shape[1:] != native:
@@ -255,9 +274,11 @@ class FolderSource(RealSource):
                 f"{what}: {str(path)!r} is {a.shape[1]}x{a.shape[2]} pixels, expected {native[0]}x{native[1]} "
                 "(data.resize=<side> resamples images of any size)"
             )
-        a = a[idx].astype(np.float32)
+        a = np.asarray(a[idx], dtype=np.float32)
         if not np.isfinite(a).all():
-            raise DataError(f"{what}: {str(path)!r} has {int((~np.isfinite(a)).sum())} NaN/inf pixel values")
+            raise DataError(
+                f"{what}: {str(path)!r} has {int((~np.isfinite(a)).sum())} NaN/inf pixel values; {NAN_REMEDY}"
+            )
         if self.resize and a.shape[1:] != (self.resize, self.resize):
             a = F.interpolate(
                 torch.from_numpy(a)[None], size=(self.resize, self.resize), mode="bilinear", align_corners=False

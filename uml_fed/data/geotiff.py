@@ -11,7 +11,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from .base import DataError
+from .base import DataError, check_fits
 from .source import MissingDataError
 
 
@@ -51,18 +51,65 @@ def read_raster(
                 idx = indexes or list(range(1, f.count + 1))
                 if max(idx) > f.count:
                     raise DataError(f"{what}: {str(path)!r} has {f.count} bands, band {max(idx)} was requested")
-                if out_size is not None and (f.height, f.width) != (out_size, out_size):
+                shape = (len(idx), *((out_size, out_size) if out_size else (f.height, f.width)))
+                check_fits(
+                    f"{what}: {str(path)!r}",
+                    shape,
+                    np.dtype(f.dtypes[0]).itemsize,
+                    "set data.resize=<side>: the file is then read decimated to that size",
+                )
+                if out_size is not None and max(f.height, f.width) > DECIMATE_ABOVE * out_size:
+                    # GDAL's bilinear read of a raster many times the target size reads every pixel: take a
+                    # nearest-neighbour subsample of DECIMATE_ABOVE x the target first (only those pixels
+                    # are read), then resample that bilinearly
+                    side = DECIMATE_ABOVE * out_size
+                    coarse = f.read(idx, out_shape=(len(idx), side, side), resampling=Resampling.nearest, masked=masked)
+                    arr = _bilinear(coarse, out_size)
+                elif out_size is not None and (f.height, f.width) != (out_size, out_size):
                     arr = f.read(
                         idx, out_shape=(len(idx), out_size, out_size), resampling=Resampling.bilinear, masked=masked
                     )
                 else:
                     arr = f.read(idx, masked=masked)
     except RasterioError as e:
-        raise DataError(f"{what}: cannot read {str(path)!r} (corrupt or not a raster): {e}") from e
+        raise DataError(
+            f"{what}: cannot read {str(path)!r}: the file is truncated or corrupt ({one_line(e)}); "
+            "data.skip_unreadable=true skips unreadable files"
+        ) from e
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
-        raise DataError(f"{what}: {str(path)!r} has {bad} NaN/inf pixel values")
+        raise DataError(f"{what}: {str(path)!r} has {bad} NaN/inf pixel values; {NAN_REMEDY}")
     return arr
+
+
+DECIMATE_ABOVE = 8  # data.resize: a raster more than 8x the target side is subsampled before resampling
+
+
+def _bilinear(arr: np.ndarray, size: int) -> np.ndarray:
+    """``C x H x W`` resampled bilinearly to ``C x size x size`` (a masked array keeps a mask: any masked source)."""
+    import torch
+    import torch.nn.functional as F
+
+    def resample(a: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
+        return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0].numpy()
+
+    out = resample(np.ma.getdata(arr)).astype(arr.dtype)
+    if isinstance(arr, np.ma.MaskedArray):
+        return np.ma.MaskedArray(out, mask=resample(np.ma.getmaskarray(arr).astype(np.float32)) > 0)
+    return out
+
+
+NAN_REMEDY = "mark them with the raster's nodata value, fill them, or data.skip_unreadable=true skips the file"
+
+
+def one_line(e: BaseException) -> str:
+    """An error's cause as one line: GDAL's own message where rasterio only says to look above."""
+    text = str(e).strip()
+    cause = e.__cause__ or e.__context__
+    if "See previous exception" in text and cause is not None:
+        text = str(cause).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def raster_header(path: Path, what: str) -> tuple[int, int, int, str]:
@@ -73,4 +120,7 @@ def raster_header(path: Path, what: str) -> tuple[int, int, int, str]:
             with rasterio.open(path) as f:
                 return int(f.count), int(f.height), int(f.width), str(f.dtypes[0])
     except RasterioError as e:
-        raise DataError(f"{what}: cannot read {str(path)!r} (corrupt or not a raster): {e}") from e
+        raise DataError(
+            f"{what}: cannot read {str(path)!r}: truncated, corrupt or not a raster ({one_line(e)}); "
+            "data.skip_unreadable=true skips unreadable files"
+        ) from e

@@ -28,7 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import SPLITS, DataError, Institution, InstitutionSpec, Split, normalize_institution, seeded_order
+from .base import (
+    SPLITS,
+    DataError,
+    Institution,
+    InstitutionSpec,
+    Split,
+    check_fits,
+    normalize_institution,
+    seeded_order,
+)
 from .cache import InstitutionCache, digest, load_scan
 from .institutions import allocation_units, catalog, data_specs, find, specs_by_root, unit_of
 from .partition import Pool, split_parts
@@ -200,6 +209,14 @@ def _decode(
     files: set[str] = set()
     skipped: list[dict[str, str]] = []
     out: dict[str, tuple[list[np.ndarray], list[int], list[str]]] = {s: ([], [], []) for s in SPLITS}
+    store, size = source.sensors[spec.sensor].store, source.out_size(spec.sensor)
+    total = sum(len(r) for r in rows.values()) if rows is not None else sum(map(sum, plan.need[spec.name].values()))
+    check_fits(
+        f"institution {spec.name!r}: {total} patches of {size} x {size} px",
+        (total, len(spec.bands), size, size),
+        2 * np.dtype(store).itemsize,  # the patches as read, then stacked
+        "set data.resize=<side> to a smaller size, or lower the split sizes",
+    )
 
     def take(split: str, sid: str) -> bool:
         scene = plan.scenes[sid]
@@ -228,7 +245,6 @@ def _decode(
                         )
                     got += take(split, queue[pos])
                     pos += 1
-    store, size = source.sensors[spec.sensor].store, source.out_size(spec.sensor)
     splits = {}
     for s, (imgs, labels, ids) in out.items():
         order = seeded_order(ids, seed, s)  # the cache stores every split in its canonical, shuffled order

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from logging import WARNING
+from logging import ERROR, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ..config import Config
 from ..data import Institution, modality_of
 from ..evaluation import calibrate_and_evaluate, split_tensors
 from ..model import UMLModel, backbone_state, load_backbone_state, load_private_state, private_state, projection_state
+from ..results import ArtifactError, save_checkpoint
 from ..train import (
     BatchStream,
     Proximal,
@@ -225,9 +226,14 @@ class InstitutionClient:
             self.cfg,
             self.device,
             seeded_generator(self.cfg.seed, "calibrate", self.name),
-            checkpoint=self.store.path / "model.pt",  # type: ignore[union-attr]
             extra={"selected-round": self.selection.best_at, "final-round": rnd},
         )
+        saved = 1
+        try:  # the numbers go back to the server even when the institution's disk cannot take the model
+            save_checkpoint(self.store.path / "model.pt", r.pop("checkpoint"))  # type: ignore[union-attr]
+        except ArtifactError as e:
+            log(ERROR, "institution %s: %s", self.name, e)
+            saved = 0
         trained = "running_stats" if r["bn"] == "tracked" else "test_batch_stats"
         return records.metrics_reply(
             MetricRecord(
@@ -240,6 +246,7 @@ class InstitutionClient:
                     "as-trained-val-acc": r[trained]["val_acc"],
                     "as-trained-test-acc": r[trained]["test_acc"],
                     "final-val-acc": float(final_val),
+                    "model-saved": saved,
                     "bf16": int(self.model.compute.dtype == torch.bfloat16),
                     "channels-last": int(self.model.compute.channels_last),
                     "threads": torch.get_num_threads(),

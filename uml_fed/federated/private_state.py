@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from ..results import write_atomic
+
 ROUND_FILE = re.compile(r"round_(\d+)\.pt")
 
 
@@ -74,9 +76,5 @@ class PrivateStore:
         return torch.load(self.path / name, weights_only=False)
 
     def save_file(self, name: str, payload: Any) -> Path:
-        self.path.mkdir(parents=True, exist_ok=True)
-        path = self.path / name
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
-        return path
+        """Atomically; a failed write raises :class:`~uml_fed.results.ArtifactError` naming the file."""
+        return write_atomic(self.path / name, lambda tmp: torch.save(payload, tmp))

@@ -17,7 +17,7 @@ import torch
 
 from ..config import Config, ConfigError, from_run_config, num_rounds
 from ..data import DataError, institution_names
-from ..results import RunDir
+from ..results import ArtifactError, RunDir
 from .federation import RunFailed, one_line
 from .launch import stop_processes
 
@@ -39,7 +39,7 @@ def default_output_dir(cfg: Config | None, run_config: Mapping[str, Any] | None 
     return (Path.cwd() / "outputs" / "federated" / (cfg.name if cfg else "invalid-config") / stamp).resolve()
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError, RunFailed)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError, RunFailed, ArtifactError)
 
 
 class OneLineUserErrors(logging.Filter):

@@ -205,6 +205,8 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
         steps = next(
             (r["clients"][who].get("steps-per-epoch") for r in reversed(progress.rounds) if who in r["clients"]), None
         )
+        if not msg.content[records.METRICS]["model-saved"]:
+            results.setdefault("unsaved", {})[who] = "model.pt could not be written on its own disk (see its log)"
         results["modalities"][who] = {
             "fed": {**calibrate_entry(dict(msg.content[records.METRICS])), "steps_per_epoch": steps}
         }

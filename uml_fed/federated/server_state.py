@@ -15,7 +15,7 @@ from flwr.app import ArrayRecord
 from omegaconf import OmegaConf
 
 from ..config import Config, ConfigError
-from ..results import RunDir
+from ..results import RunDir, write_atomic
 from . import records
 
 
@@ -34,18 +34,14 @@ class ServerState:
     def save(
         self, server_round: int, backbone: ArrayRecord, rounds: list[dict], aggregator: dict[str, Any], cfg: Config
     ) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(
-            {
-                "round": server_round,
-                "backbone": records.to_state(backbone),
-                "rounds": rounds,
-                "aggregator": aggregator,
-                "config": _config_text(cfg),
-            },
-            tmp,
-        )
-        tmp.replace(self.path)
+        state = {
+            "round": server_round,
+            "backbone": records.to_state(backbone),
+            "rounds": rounds,
+            "aggregator": aggregator,
+            "config": _config_text(cfg),
+        }
+        write_atomic(self.path, lambda tmp: torch.save(state, tmp))
 
     def load(self, cfg: Config) -> dict[str, Any]:
         if not self.path.is_file():

@@ -73,7 +73,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...config import DataConfig
-from ..base import SPLITS, DataError, Institution, InstitutionSpec, Split, normalize_institution
+from ..base import SPLITS, DataError, Institution, InstitutionSpec, Split, check_fits, normalize_institution
 from ..institutions import data_specs, find, unit_of
 from ..partition import Pool, split_parts
 from .render import (
@@ -165,6 +165,12 @@ def _generate(name: str, spec: InstitutionSpec, data: DataConfig, seed: int) -> 
     effect = data.region_effect if data.region_effect is not None else float(spec.part >= 0)
     splits = {}
     for split, per_class in zip(SPLITS, data.split_sizes(name)):
+        check_fits(
+            f"synthetic {name} {split}: data.patch_size={data.patch_size}",
+            (per_class * len(CLASSES), len(spec.bands) + 2, data.patch_size, data.patch_size),
+            8,  # the int64 scene maps and the float32 bands of one split at once
+            "lower data.patch_size or the split sizes",
+        )
         if data.paired:
             maps, seg, y = scenes(
                 per_class, data.patch_size, np.random.default_rng(_stable_seed(seed, split)), data.mixing
