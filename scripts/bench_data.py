@@ -3,7 +3,7 @@
     python scripts/bench_data.py                       # EuroSAT layout 3000 scenes, BigEarthNet v1 1000 scenes
     python scripts/bench_data.py --eurosat 300 --ben 120 --out /tmp/bench   # quicker
 
-Writes the fixtures with the package's writer (``uml_fed.data.fixtures``), builds the cache with
+Writes the fixtures with the package's writer (``uml_fed.data.sources.fixtures``), builds the cache with
 ``build_real`` and then measures (1) a cached reload, (2) batches of 32 read from the mmap'd ``.npy``
 cache into float32 torch tensors, (3) the training step (forward + backward + AdamW) of
 ``uml_fed.model.UMLModel`` (width 16, the CPU default) on batches of the same shape.
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from uml_fed.config import DataConfig, ModelConfig
-from uml_fed.data import fixtures
-from uml_fed.data.pipeline import build_real
+from uml_fed.data.sources import fixtures
+from uml_fed.data.sources.archive import build_real
+from uml_fed.data.specs import data_specs
 
 
 def loader_throughput(cache_dir: str, batch: int = 32, seconds: float = 2.0) -> float:
@@ -78,10 +79,10 @@ def bench(name: str, source: str, root: Path, write_kw: dict, cfg_kw: dict, n_cl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        insts, rep = build_real(cfg, seed=0, load=False)
+        insts, rep = build_real(cfg, 0, data_specs(cfg), load=False)
         t_build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        insts, rep2 = build_real(cfg, seed=0)
+        insts, rep2 = build_real(cfg, 0, data_specs(cfg))
         t_reload = time.perf_counter() - t0
     out = {
         "fixture_write_s": round(t_write, 2),

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from uml_fed.federated.launch import flwr_run
+from uml_fed.experiments.launch import flwr_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness.deployment import LocalDeployment  # noqa: E402  (a test tool, not part of the package)

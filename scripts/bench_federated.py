@@ -11,7 +11,7 @@ Measures, on the embedded default (or the given overrides), side by side in one 
     local-training time, absolute and as a fraction of the round;
   * bytes a client sends per round (backbone parameters, float32) against the whole model;
   * BN-calibration time against training time (per institution).
-Targets (issue 3): federated <= 1.15x centralized; overhead <= 5 % of a round at L = 5; calibration
+Targets: federated <= 1.15x centralized; overhead <= 5 % of a round at L = 5; calibration
 <= 5 % of training.
 """
 
@@ -29,7 +29,7 @@ import torch
 from uml_fed.centralized import run_centralized
 from uml_fed.config import load_config
 from uml_fed.data import institution_names, load_institutions
-from uml_fed.federated.launch import flwr_run
+from uml_fed.experiments.launch import flwr_run
 from uml_fed.model import UMLModel, backbone_state, count_parameters
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of issue 12 in one run of a few minutes, on one GPU machine (prepared for the
+# Every GPU check in one run of a few minutes, on one GPU machine (prepared for the
 # `device` tool; any CUDA machine with this checkout and its Python dependencies will do):
 #
 #   bash scripts/gpu_checks.sh [OUT_DIR]          (default: $OUT, else ./gpu_checks)

@@ -29,6 +29,15 @@ TINY = [
 ]
 
 
+def build(d, seed: int = 0, **kw):
+    """Decode an archive's institutions for ``d`` (every institution of the data config), as
+    ``uml-fed prepare-data`` does: raw institutions and the report."""
+    from uml_fed.data.sources.archive import build_real
+    from uml_fed.data.specs import data_specs
+
+    return build_real(d, seed, data_specs(d), **kw)
+
+
 def tiny_overrides(*extra: str) -> list[str]:
     """TINY with ``extra`` appended; an extra key replaces TINY's entry for it."""
     keys = {e.split("=", 1)[0] for e in extra}

@@ -105,12 +105,13 @@ def test_unknown_keys_inside_a_run_configs_overrides_are_refused_naming_the_key(
 
 
 @pytest.mark.slow
-def test_sweep_command_writes_table_and_plot(tmp_path):
+def test_sweep_command_is_the_fig4_experiment_and_writes_table_and_plot(tmp_path):
     out = _run(
         [
             "sweep",
             *tiny_overrides("train.epochs=2", "train.select_after=0", "fed.sweep_local_epochs=[1,2]"),
-            f"hydra.run.dir={tmp_path / 'sweep'}",
+            f"runner.root={tmp_path / 'sweep'}",
+            "runner.seeds=[0]",
         ],
         cwd=tmp_path,
     )
@@ -124,7 +125,7 @@ def test_sweep_command_writes_table_and_plot(tmp_path):
 
 def test_sweep_refuses_local_epochs_that_do_not_divide_the_budget():
     from uml_fed.config import ConfigError
-    from uml_fed.federated.sweep import check_schedules
+    from uml_fed.experiments.definitions import check_schedules
 
     assert check_schedules(200, [2, 5, 10, 25, 50]) == [(2, 100), (5, 40), (10, 20), (25, 8), (50, 4)]
     with pytest.raises(ConfigError, match=r"\[7\] do not divide train.epochs=30"):
@@ -132,7 +133,7 @@ def test_sweep_refuses_local_epochs_that_do_not_divide_the_budget():
 
 
 def test_prepare_data_command_on_a_fixture_in_the_real_layout(tmp_path):
-    from uml_fed.data.fixtures import write_fixture
+    from uml_fed.data.sources.fixtures import write_fixture
 
     root = write_fixture("eurosat", tmp_path / "eurosat", per_class=20)["root"]
     args = [

@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from conftest import build
 
 from uml_fed.config import DataConfig, load_config
-from uml_fed.data import fixtures
-from uml_fed.data.base import DataError
-from uml_fed.data.bigearthnet import S2_BANDS, S2_NATIVE
-from uml_fed.data.eurosat import MS_BANDS
-from uml_fed.data.institutions import data_specs
-from uml_fed.data.pipeline import build_real, load_real, scene_ids
+from uml_fed.data.core import DataError
+from uml_fed.data.loading import load_source
 from uml_fed.data.prepare import format_report, prepare_data
-from uml_fed.data.subsets import allocate
+from uml_fed.data.sources import fixtures
+from uml_fed.data.sources.allocate import allocate
+from uml_fed.data.sources.archive import scene_ids
+from uml_fed.data.sources.bigearthnet import S2_BANDS, S2_NATIVE
+from uml_fed.data.sources.eurosat import MS_BANDS
+from uml_fed.data.specs import data_specs
 
 SMALL = dict(train_per_class=2, val_per_class=1, test_per_class=1)
 BEN3 = ["Arable land", "Coniferous forest", "Marine waters"]
@@ -83,7 +85,7 @@ def test_bigearthnet_fixture_native_layout(ben1):
 def test_bigearthnet_reader_sizes_dtypes_labels(which, request, tmp_path):
     info = request.getfixturevalue(which)
     source = "bigearthnet_v1" if which == "ben1" else "bigearthnet_v2"
-    insts, report = build_real(cfg(source, info["root"], tmp_path, classes=BEN3), seed=0)
+    insts, report = build(cfg(source, info["root"], tmp_path, classes=BEN3), seed=0)
     s1, s2 = insts
     assert s2.bands == list(S2_BANDS) and s1.bands == ["VV", "VH"]
     assert s2.split("train").images.shape == (6, 12, 120, 120)  # 20 and 60 px bands resampled to 120
@@ -99,7 +101,7 @@ def test_bigearthnet_reader_sizes_dtypes_labels(which, request, tmp_path):
 
 
 def test_bigearthnet_resampling_is_bilinear_from_native(ben1, tmp_path):
-    insts, _ = build_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, modalities=["s2"]), seed=0)
+    insts, _ = build(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, modalities=["s2"]), seed=0)
     s2 = insts[0]
     sid = s2.split("train").ids[0]
     with rasterio.open(Path(ben1["root"]) / "BigEarthNet-v1.0" / sid / f"{sid}_B01.tif") as f:
@@ -112,7 +114,7 @@ def test_bigearthnet_resampling_is_bilinear_from_native(ben1, tmp_path):
 
 def test_sen12ms_season_labels_and_pkl_vs_lc(sen, tmp_path):
     c = cfg("sen12ms", sen["root"], tmp_path / "a", classes=SEN3)
-    s1, s2 = load_real(c, seed=0)
+    s1, s2 = load_source(c, seed=0)
     assert s2.split("train").images.shape == (6, 13, 256, 256) and s1.split("val").images.shape[1] == 2
     ids = scene_ids([s1, s2])
     assert all(i.startswith("ROIs1868_summer_") for v in ids.values() for i in v)  # season filter
@@ -124,7 +126,7 @@ def test_sen12ms_season_labels_and_pkl_vs_lc(sen, tmp_path):
     saved = pkl.read_bytes()
     pkl.unlink()
     try:
-        insts2, _ = build_real(cfg("sen12ms", sen["root"], tmp_path / "b", classes=SEN3), seed=0)
+        insts2, _ = build(cfg("sen12ms", sen["root"], tmp_path / "b", classes=SEN3), seed=0)
     finally:
         pkl.write_bytes(saved)
     assert scene_ids(insts2) == ids
@@ -145,13 +147,13 @@ def test_sen12ms_lc_nodata_pixels_ignored_and_counted(tmp_path):
     nodata = info["lc_nodata_pixels"] - 64 // 8 * 64 + 64 * 64
     assert report["scan_counts"] == {"lc_nodata_pixels": nodata, "lc_patches_with_nodata": 18}
     assert f"scan: lc_nodata_pixels={nodata}, lc_patches_with_nodata=18" in format_report(report)
-    (s2,) = load_real(conf.data)
+    (s2,) = load_source(conf.data)
     for s in s2.splits.values():
         assert [s2.classes[k] for k in s.labels] == [info["labels"][i] for i in s.ids]
 
 
 def test_sen12ms_igbp_schemes(tmp_path):
-    from uml_fed.data.sen12ms import SEN12MS
+    from uml_fed.data.sources.sen12ms import SEN12MS
 
     frac = np.zeros(17)
     frac[[0, 1, 9]] = 0.3, 0.3, 0.4  # needleleaf + broadleaf forest 0.6 in total, grasslands 0.4
@@ -163,7 +165,7 @@ def test_sen12ms_igbp_schemes(tmp_path):
 
 
 def test_eurosat_ms_band_order_b8a_last_in_file(euro, tmp_path):
-    insts, _ = build_real(cfg("eurosat", euro["root"], tmp_path, modalities=["ms"]), seed=0)
+    insts, _ = build(cfg("eurosat", euro["root"], tmp_path, modalities=["ms"]), seed=0)
     ms = insts[0]
     assert ms.bands == list(MS_BANDS) and MS_BANDS[8] == "B8A"
     sid = ms.split("train").ids[0]
@@ -179,7 +181,7 @@ def test_eurosat_ms_band_order_b8a_last_in_file(euro, tmp_path):
 
 def test_eurosat_rgb_jpg_and_sar_matched_by_name(euro, tmp_path):
     c = cfg("eurosat", euro["root"], tmp_path, modalities=["s1", "rgb"], paired=True)
-    insts, report = build_real(c, seed=0)
+    insts, report = build(c, seed=0)
     s1, rgb = insts
     assert rgb.bands == ["B04", "B03", "B02"] and rgb.split("test").images.shape[1:] == (3, 64, 64)
     assert np.load(Path(report["institutions"]["rgb"]["cache_dir"]) / "test.npy").dtype == np.uint8
@@ -197,8 +199,8 @@ def test_resize_reads_patches_of_any_size_in_every_reader(source, tmp_path):
         fixtures.write_sen12ms(tmp_path / "d", per_class=8, classes=SEN3[:2], size=96)
         kw, native = dict(classes=SEN3[:2]), 256
     with pytest.raises(DataError, match=rf"is \d+x\d+ pixels, expected {native}x{native} \(data.resize=<side>"):
-        load_real(cfg(source, tmp_path / "d", tmp_path / "c", **kw))
-    insts = load_real(cfg(source, tmp_path / "d", tmp_path / "c", resize=32, **kw))
+        load_source(cfg(source, tmp_path / "d", tmp_path / "c", **kw))
+    insts = load_source(cfg(source, tmp_path / "d", tmp_path / "c", resize=32, **kw))
     assert {i.split("train").images.shape[2:] for i in insts} == {(32, 32)}
 
 
@@ -209,8 +211,8 @@ def test_eurosat_sar_copernicus_bench_layout(flat, tmp_path):
                                   sar_dir="eurosat_s1/all_imgs", sar_flat=flat)  # fmt: skip
     assert (Path(info["root"]) / "eurosat_s1/all_imgs" / ("" if flat else "Forest") / "Forest_1.tif").is_file()
     usual_root = fixtures.write_eurosat(tmp_path / "u", per_class=5, modalities=("s1",))["root"]
-    (s1,) = load_real(cfg("eurosat", info["root"], tmp_path / "c", modalities=["s1"]), seed=0)
-    (usual,) = load_real(cfg("eurosat", usual_root, tmp_path / "c", modalities=["s1"]), seed=0)
+    (s1,) = load_source(cfg("eurosat", info["root"], tmp_path / "c", modalities=["s1"]), seed=0)
+    (usual,) = load_source(cfg("eurosat", usual_root, tmp_path / "c", modalities=["s1"]), seed=0)
     assert s1.split("train").ids == usual.split("train").ids
     np.testing.assert_array_equal(s1.split("train").images, usual.split("train").images)
 
@@ -223,7 +225,7 @@ def test_folder_source_png_tif_npy_and_resize(tmp_path):
     }
     info = fixtures.write_folder(tmp_path / "f", modalities=mods, classes=("a", "b"), per_class=4)
     c = cfg("folder", info["root"], tmp_path / "c", modalities=list(mods), resize=12, train_per_class=2)
-    insts = load_real(c, seed=0)
+    insts = load_source(c, seed=0)
     assert [i.name for i in insts] == ["sar", "photo", "arr"]
     assert [i.split("train").images.shape for i in insts] == [(4, 2, 12, 12), (4, 3, 12, 12), (4, 1, 12, 12)]
     assert insts[0].classes == ["a", "b"] and insts[1].bands == ["b1", "b2", "b3"]
@@ -281,7 +283,7 @@ def test_folder_hidden_entries_are_neither_classes_nor_images(tmp_path):
     (root / "s1/.ipynb_checkpoints").mkdir()
     (root / "s1/.ipynb_checkpoints/s1_00000-checkpoint.tif").write_bytes(b"not a tiff")
     (root / "s1/a/._s1_00000.tif").write_bytes(b"AppleDouble")  # macOS resource fork
-    (s1,) = load_real(cfg("folder", root, tmp_path / "c", modalities=["s1"]), seed=0)
+    (s1,) = load_source(cfg("folder", root, tmp_path / "c", modalities=["s1"]), seed=0)
     assert s1.classes == ["a", "b", "c"] and not any(i.split("/")[1].startswith(".") for i in s1.split("train").ids)
 
 
@@ -298,23 +300,23 @@ def test_subset_sizes_balance_and_seed(euro, tmp_path):
         val_per_class=1,
         test_per_class=2,
     )
-    insts = load_real(c, seed=0)
+    insts = load_source(c, seed=0)
     for inst in insts:
         for split, n in (("train", 3), ("val", 1), ("test", 2)):
             counts = np.bincount(inst.split(split).labels, minlength=10)
             assert (counts == n).all(), (inst.name, split, counts)
-    again = load_real(c, seed=0)
-    other = load_real(cfg("eurosat", euro["root"], tmp_path, modalities=["s1", "rgb"], **SMALL), seed=1)
+    again = load_source(c, seed=0)
+    other = load_source(cfg("eurosat", euro["root"], tmp_path, modalities=["s1", "rgb"], **SMALL), seed=1)
     assert scene_ids(again) == scene_ids(insts)
     assert scene_ids(other) != scene_ids(insts)
 
 
 def test_unpaired_scenes_are_disjoint_and_paired_overlap(ben1, tmp_path):
     """Fails on a paired split: the same builder with data.paired=true shares every scene."""
-    unpaired = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3), seed=0)
+    unpaired = load_source(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3), seed=0)
     ids = scene_ids(unpaired)
     assert ids["s1"] and ids["s2"] and not (ids["s1"] & ids["s2"])
-    paired = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, paired=True), seed=0)
+    paired = load_source(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, paired=True), seed=0)
     pids = scene_ids(paired)
     assert pids["s1"] == pids["s2"]
     # within an institution the three splits never share a scene either
@@ -329,15 +331,15 @@ def test_per_band_institutions_and_only(ben1, tmp_path):
         bands={"s1": ["VV"], "s2": ["B02", "B05", "B09"]}, train_per_class=1,
     )  # fmt: skip
     assert real_institution_names(c) == ["s1_VV", "s2_B02", "s2_B05", "s2_B09"]
-    allk = load_real(c, seed=0)
+    allk = load_source(c, seed=0)
     ids = scene_ids(allk)
     names = list(ids)
     assert all(not (ids[a] & ids[b]) for a in names for b in names if a < b)  # K=4, all disjoint
-    (one,) = load_real(c, seed=0, only="s2_B05")
+    (one,) = load_source(c, seed=0, only="s2_B05")
     assert one.bands == ["B05"] and one.split("train").images.shape == (3, 1, 120, 120)
     assert scene_ids([one])["s2_B05"] == ids["s2_B05"]  # a node alone gets the same scenes
     with pytest.raises(DataError, match="unknown modality 'nope'"):
-        load_real(c, seed=0, only="nope")
+        load_source(c, seed=0, only="nope")
 
 
 def test_node_with_only_its_own_modality_gets_the_same_scenes(ben1, tmp_path):
@@ -347,11 +349,11 @@ def test_node_with_only_its_own_modality_gets_the_same_scenes(ben1, tmp_path):
     shutil.copytree(Path(ben1["root"]) / "BigEarthNet-S1-v1.0", node / "BigEarthNet-S1-v1.0")
     for name in ("patches_with_seasonal_snow.csv", "patches_with_cloud_and_shadow.csv"):
         shutil.copy(Path(ben1["root"]) / name, node / name)
-    full = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path / "a", classes=BEN3), seed=3)
-    (alone,) = load_real(cfg("bigearthnet_v1", node, tmp_path / "b", classes=BEN3), seed=3, only="s1")
+    full = load_source(cfg("bigearthnet_v1", ben1["root"], tmp_path / "a", classes=BEN3), seed=3)
+    (alone,) = load_source(cfg("bigearthnet_v1", node, tmp_path / "b", classes=BEN3), seed=3, only="s1")
     assert scene_ids([alone]) == {"s1": scene_ids(full)["s1"]}
     with pytest.raises(DataError, match="BigEarthNet-v1.0' for modality 's2' is missing"):
-        load_real(cfg("bigearthnet_v1", node, tmp_path / "b", classes=BEN3), seed=3, only="s2")
+        load_source(cfg("bigearthnet_v1", node, tmp_path / "b", classes=BEN3), seed=3, only="s2")
 
 
 def test_short_class_raise_shrink_drop(ben1, tmp_path):
@@ -360,17 +362,17 @@ def test_short_class_raise_shrink_drop(ben1, tmp_path):
         DataError,
         match=r"class 'Arable land' has 12 single-label scenes.*need train/val/test s1 2/3/3, s2 2/3/3.*get only 6",
     ):
-        load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, **big), seed=0)
+        load_source(cfg("bigearthnet_v1", ben1["root"], tmp_path, **big), seed=0)
     with pytest.warns(UserWarning, match="shrunk this class"):
-        insts = load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, short_class="shrink", **big), seed=0)
+        insts = load_source(cfg("bigearthnet_v1", ben1["root"], tmp_path, short_class="shrink", **big), seed=0)
     assert len(insts[0].split("val")) == 3 * 2  # 6 available of 8 -> train/val/test 2/2/2 per class
     with pytest.warns(UserWarning, match="dropped class"):
         with pytest.raises(DataError, match="no class left"):
-            load_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, short_class="drop", **big), seed=0)
+            load_source(cfg("bigearthnet_v1", ben1["root"], tmp_path, short_class="drop", **big), seed=0)
 
 
 def test_allocate_drop_keeps_other_classes():
-    from uml_fed.data.source import Scene
+    from uml_fed.data.sources.base import Scene
 
     scenes = [Scene(f"a{i}", "A", {"x": "", "y": ""}) for i in range(10)] + [Scene("b0", "B", {"x": "", "y": ""})]
     with pytest.warns(UserWarning, match="class 'B' has 1"):
@@ -398,14 +400,14 @@ def test_presets_follow_table6_per_class(dataset, shape):
 
 
 def test_normalization_train_and_published(euro, tmp_path):
-    tr = load_real(cfg("eurosat", euro["root"], tmp_path, modalities=["s1"]), seed=0)[0]
+    tr = load_source(cfg("eurosat", euro["root"], tmp_path, modalities=["s1"]), seed=0)[0]
     x = tr.split("train").images.astype(np.float64)
     np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-4)
     np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1, atol=1e-3)
-    pub = load_real(cfg("eurosat", euro["root"], tmp_path, modalities=["s1"], normalization="published"), seed=0)[0]
+    pub = load_source(cfg("eurosat", euro["root"], tmp_path, modalities=["s1"], normalization="published"), seed=0)[0]
     np.testing.assert_allclose(pub.mean, [-12.59, -20.26]) and np.testing.assert_allclose(pub.std, [5.26, 5.91])
     with pytest.raises(DataError, match=r"no published statistics for band\(s\) \['B04', 'B03', 'B02'\]"):
-        load_real(cfg("eurosat", euro["root"], tmp_path, modalities=["rgb"], normalization="published"), seed=0)
+        load_source(cfg("eurosat", euro["root"], tmp_path, modalities=["rgb"], normalization="published"), seed=0)
 
 
 # ------------------------------------------------------------------------------------------ cache
@@ -413,13 +415,13 @@ def test_normalization_train_and_published(euro, tmp_path):
 
 def test_cache_reused_without_opening_any_tiff(ben1, tmp_path, monkeypatch):
     c = cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3)
-    first = load_real(c, seed=0)
+    first = load_source(c, seed=0)
 
     def boom(*a, **k):
         raise AssertionError("rasterio.open called on a cached load")
 
     monkeypatch.setattr(rasterio, "open", boom)
-    second, report = build_real(c, seed=0)
+    second, report = build(c, seed=0)
     assert report["scan"] == "reused" and {r["cache"] for r in report["institutions"].values()} == {"reused"}
     assert scene_ids(second) == scene_ids(first)
 
@@ -427,24 +429,24 @@ def test_cache_reused_without_opening_any_tiff(ben1, tmp_path, monkeypatch):
 def test_folder_cache_reused_without_opening_any_image(tmp_path, monkeypatch):
     info = fixtures.write_folder(tmp_path / "f", per_class=4)
     c = cfg("folder", info["root"], tmp_path / "c", modalities=["s1", "rgb"])
-    first = load_real(c, seed=0)
+    first = load_source(c, seed=0)
     monkeypatch.setattr(rasterio, "open", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rasterio.open")))
-    assert scene_ids(load_real(c, seed=0)) == scene_ids(first)
+    assert scene_ids(load_source(c, seed=0)) == scene_ids(first)
 
 
 def test_cache_rebuilt_on_option_change_and_touched_file(ben1, tmp_path):
     c = cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3)
-    _, r1 = build_real(c, seed=0)
+    _, r1 = build(c, seed=0)
     assert {v["cache"] for v in r1["institutions"].values()} == {"built"}
-    _, r2 = build_real(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, resize=60), seed=0)
+    _, r2 = build(cfg("bigearthnet_v1", ben1["root"], tmp_path, classes=BEN3, resize=60), seed=0)
     assert {v["cache"] for v in r2["institutions"].values()} == {"built"}
-    _, r3 = build_real(c, seed=0)
+    _, r3 = build(c, seed=0)
     assert {v["cache"] for v in r3["institutions"].values()} == {"reused"}
-    sid = r3 and next(iter(load_real(c, seed=0)[1].split("train").ids))
+    sid = r3 and next(iter(load_source(c, seed=0)[1].split("train").ids))
     band = Path(ben1["root"]) / "BigEarthNet-v1.0" / sid / f"{sid}_B04.tif"
     st = band.stat()
     os.utime(band, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    _, r4 = build_real(c, seed=0)
+    _, r4 = build(c, seed=0)
     assert r4["institutions"]["s2"]["cache"] == "built" and r4["institutions"]["s1"]["cache"] == "reused"
 
 

@@ -14,7 +14,8 @@ from conftest import check_client_replies, tiny_overrides
 from harness.deployment import LocalDeployment, Outsider
 
 from uml_fed.config import from_run_config
-from uml_fed.federated.launch import processes_with, write_run_config
+from uml_fed.experiments.launch import write_run_config
+from uml_fed.federated.runtime import processes_with
 
 pytestmark = pytest.mark.slow
 

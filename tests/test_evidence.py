@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_overrides
+from conftest import build, tiny_overrides
 
 from uml_fed.centralized import fuse, run_centralized, run_paired
 from uml_fed.config import ConfigError, load_config
 from uml_fed.data import DataError, Split, load_institutions
-from uml_fed.data.real import build_real
-from uml_fed.data.subsets import allocate
+from uml_fed.data.sources.allocate import allocate
 
 
 def _permuted(institutions, seed):
@@ -42,7 +41,7 @@ def test_permuting_a_split_changes_no_reported_accuracy(tmp_path):
 
 
 def test_real_cache_stores_splits_in_their_seeded_shuffled_order(tmp_path):
-    from uml_fed.data import fixtures
+    from uml_fed.data.sources import fixtures
 
     root = fixtures.write_eurosat(tmp_path / "eurosat", per_class=12, seed=5)["root"]
     cfg = load_config(
@@ -55,7 +54,7 @@ def test_real_cache_stores_splits_in_their_seeded_shuffled_order(tmp_path):
             "data.test_per_class=1",
         ]
     )
-    insts, _ = build_real(cfg.data, seed=0)
+    insts, _ = build(cfg.data, seed=0)
     labels = insts[0].split("train").labels
     assert not np.all(np.diff(labels) >= 0)  # not class by class
     assert np.bincount(labels, minlength=10).tolist() == [3] * 10
@@ -76,7 +75,7 @@ def test_per_institution_sizes(tmp_path):
 
 
 def test_allocation_follows_per_institution_sizes():
-    from uml_fed.data.real import Scene
+    from uml_fed.data.sources.archive import Scene
 
     scenes = [Scene(f"{c}{i}", c, {"x": "f", "y": "f"}) for c in "AB" for i in range(30)]
     plan = allocate(scenes, ["A", "B"], [("x", "x"), ("y", "y")], {"x": (2, 1, 1), "y": (10, 5, 5)}, coregistered=True)
@@ -146,7 +145,7 @@ def test_unknown_experiment_is_refused():
 
 def test_split_needs_ids_for_its_canonical_order():
     from uml_fed.data import canonical_order
-    from uml_fed.data.base import Institution
+    from uml_fed.data.core import Institution
 
     inst = Institution(
         "x",

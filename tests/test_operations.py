@@ -137,7 +137,7 @@ def test_cli_user_errors_are_one_line_with_exit_code_2(tmp_path):
 
 
 def test_make_certs_writes_where_uml_fed_certs_says(tmp_path):
-    from uml_fed.federated.launch import APP_DIR
+    from uml_fed.experiments.launch import APP_DIR
 
     env = {**os.environ, "UML_FED_CERTS": str(tmp_path / "certs")}
     proc = subprocess.run(

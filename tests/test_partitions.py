@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from uml_fed.config import ConfigError, DataConfig, InstitutionConfig, PartitionConfig, load_config
-from uml_fed.data import DataError, fixtures, institution_names, institution_specs, load_institutions
-from uml_fed.data.pipeline import load_real, scene_ids
-from uml_fed.data.synthetic import GRASS, SOIL, render_optical, render_sar
+from uml_fed.data import DataError, institution_names, institution_specs, load_institutions
+from uml_fed.data.loading import load_source
+from uml_fed.data.sources import fixtures
+from uml_fed.data.sources.archive import scene_ids
+from uml_fed.data.sources.synthetic import GRASS, SOIL, render_optical, render_sar
 
 SMALL = ["data.train_per_class=10", "data.val_per_class=5", "data.test_per_class=5", "data.patch_size=8"]
 SPLITS = ("train", "val", "test")
@@ -214,7 +216,7 @@ def real(source: str, info: dict, cache: Path, **kw) -> DataConfig:
 
 def test_bigearthnet_v2_natural_partition_by_country(ben2, tmp_path):
     part = PartitionConfig(institutions=3, method="natural", column="country")
-    insts = load_real(real("bigearthnet_v2", ben2, tmp_path, classes=BEN3, partition=part), seed=0)
+    insts = load_source(real("bigearthnet_v2", ben2, tmp_path, classes=BEN3, partition=part), seed=0)
     assert [i.name for i in insts] == ["s1_0", "s1_1", "s1_2", "s2_0", "s2_1", "s2_2"]
     countries = [{ben2["meta"][sid]["country"] for sid in ids_of(i)} for i in insts]
     assert countries == [{"Austria"}, {"Finland"}, {"Portugal"}] * 2
@@ -223,11 +225,11 @@ def test_bigearthnet_v2_natural_partition_by_country(ben2, tmp_path):
     )
     assert_disjoint(insts)  # across institutions AND sensors: unpaired
     # the parts of a modality are exactly the scenes the unpartitioned institution of that modality gets
-    whole = {i.name: i for i in load_real(real("bigearthnet_v2", ben2, tmp_path, classes=BEN3), seed=0)}
+    whole = {i.name: i for i in load_source(real("bigearthnet_v2", ben2, tmp_path, classes=BEN3), seed=0)}
     for m in ("s1", "s2"):
         for s in SPLITS:
             assert set().union(*(ids_of(i, s) for i in insts if i.modality == m)) == ids_of(whole[m], s)
-    (alone,) = load_real(
+    (alone,) = load_source(
         real("bigearthnet_v2", ben2, tmp_path / "node", classes=BEN3, partition=part), seed=0, only="s1_2"
     )
     assert scene_ids([alone]) == {"s1_2": ids_of(insts[2])}
@@ -236,15 +238,15 @@ def test_bigearthnet_v2_natural_partition_by_country(ben2, tmp_path):
 def test_real_dirichlet_partition_reproducible_for_a_seed(ben2, tmp_path):
     part = PartitionConfig(institutions=2, method="dirichlet", alpha=1.0)
     cfg = real("bigearthnet_v2", ben2, tmp_path, classes=BEN3, modalities=["s2"], partition=part)
-    first, again = load_real(cfg, seed=0), load_real(cfg, seed=0)
+    first, again = load_source(cfg, seed=0), load_source(cfg, seed=0)
     assert [ids_of(i) for i in first] == [ids_of(i) for i in again]
-    assert [ids_of(i) for i in load_real(cfg, seed=5)] != [ids_of(i) for i in first]
+    assert [ids_of(i) for i in load_source(cfg, seed=5)] != [ids_of(i) for i in first]
     assert_disjoint(first)
 
 
 def test_sen12ms_natural_partition_by_roi(sen, tmp_path):
     part = PartitionConfig(institutions=2, method="natural", column="roi")
-    insts = load_real(
+    insts = load_source(
         real(
             "sen12ms", sen, tmp_path, classes=SEN3, train_per_class=3, val_per_class=1, test_per_class=1, partition=part
         ),
@@ -260,10 +262,10 @@ def test_explicit_real_institutions_of_one_sensor_get_disjoint_scenes(sen, tmp_p
     cfg = real(
         "sen12ms", sen, tmp_path, classes=SEN3, train_per_class=2, val_per_class=1, test_per_class=1, institutions=insts
     )
-    loaded = load_real(cfg, seed=0)
+    loaded = load_source(cfg, seed=0)
     assert [(i.name, i.modality) for i in loaded] == [("a", "s2"), ("b", "s2"), ("c", "s1")]
     assert_disjoint(loaded)
-    (b,) = load_real(cfg, seed=0, only="b")
+    (b,) = load_source(cfg, seed=0, only="b")
     assert ids_of(b) == ids_of(loaded[1])
 
 
@@ -274,7 +276,10 @@ def test_explicit_real_institutions_of_one_sensor_get_disjoint_scenes(sen, tmp_p
     "overrides, match",
     [
         (["data.partition.institutions=0"], r"data.partition.institutions=0 must be >= 1"),
-        (["data.partition.method=kmeans"], r"data.partition.method='kmeans' must be one of iid, dirichlet, natural"),
+        (
+            ["data.partition.method=kmeans"],
+            r"data.partition.method='kmeans' must be one of \['iid', 'dirichlet', 'natural'\]",
+        ),
         (["data.partition.alpha=0"], r"data.partition.alpha=0.0 must be > 0"),
         (["data.partition.min_size=-1"], r"data.partition.min_size=-1 must be >= 0"),
         (["data.institutions=[{name:a,modality:s2},{name:a,modality:s1}]"], r"data.institutions names 'a' twice"),
@@ -283,7 +288,7 @@ def test_explicit_real_institutions_of_one_sensor_get_disjoint_scenes(sen, tmp_p
         (["data.institutions=[{name:a,modality:s2}]", "data.per_band=true"], "give each band its own entry"),
         (["data.paired=true", "data.partition.institutions=2"], r"cannot be partitioned"),
         (["data.region_effect=-1"], r"data.region_effect=-1.0 must be >= 0"),
-        (["data.constant_bands=maybe"], r"data.constant_bands='maybe' must be one of error, warn"),
+        (["data.constant_bands=maybe"], r"data.constant_bands='maybe' must be one of \['error', 'warn'\]"),
     ],
 )
 def test_config_errors_name_the_key_and_the_remedy(overrides, match):
@@ -320,7 +325,7 @@ def test_natural_partitions_refused_where_there_is_no_metadata(tmp_path):
         part = PartitionConfig(institutions=2, method="natural")
         d = DataConfig(source=source, root=str(tmp_path), modalities=["s1", "rgb"], partition=part)
         with pytest.raises(DataError, match=rf"is not scene metadata of {source}.*method=iid or dirichlet"):
-            load_real(d)  # before any file is looked at: tmp_path holds no archive
+            load_source(d)  # before any file is looked at: tmp_path holds no archive
 
 
 def test_partition_errors_name_the_institution_and_the_remedy():

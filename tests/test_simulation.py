@@ -123,7 +123,7 @@ def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(s
 
 @pytest.mark.slow
 def test_uml_fed_federated_runs_flwr_and_exits_0_on_a_finished_run(tmp_path):
-    from uml_fed.federated.launch import processes_with
+    from uml_fed.federated.runtime import processes_with
 
     out = tmp_path / "run"
     home = Path(tempfile.mkdtemp(prefix="umlf-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
@@ -173,7 +173,7 @@ def test_uml_fed_federated_exits_1_with_the_failed_runs_one_line_reason(tmp_path
 def test_a_server_side_config_error_is_one_line_and_a_failed_results_file(tmp_path):
     """Plain ``flwr run`` (exit 0 whatever happened: Flower 1.42): the ServerApp still records the failure
     in results.json and prints the reason as one line, not inside a traceback."""
-    from uml_fed.federated.launch import flwr_run
+    from uml_fed.experiments.launch import flwr_run
 
     out = tmp_path / "run"
     run = flwr_run({"strategy": "bogus", "output-dir": str(out)}, timeout=300)
@@ -278,7 +278,7 @@ def test_with_min_nodes_1_a_raising_client_is_recorded_and_the_run_goes_on(tmp_p
 
 @pytest.mark.slow
 def test_run_killed_after_a_round_resumes_to_the_same_results(tmp_path):
-    from uml_fed.federated.launch import flwr_run
+    from uml_fed.experiments.launch import flwr_run
 
     base = {"overrides": " ".join(tiny_overrides()), "local-epochs": 1, "total-epochs": 4, "seed": 3}
     fed = {"num-supernodes": 2, "client-resources-num-cpus": 1}

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from uml_fed.config import DataConfig
-from uml_fed.data.synthetic import (
+from uml_fed.data.loading import load_source
+from uml_fed.data.sources.synthetic import (
     CLASSES,
     S2_BANDS,
     WATER,
-    load_synthetic,
     material_maps,
     render_optical,
     render_sar,
@@ -20,16 +20,16 @@ def _data(**kw):
 
 
 def test_deterministic_from_seed_and_different_across_seeds():
-    a = load_synthetic(_data(), seed=3)
-    b = load_synthetic(_data(), seed=3)
-    c = load_synthetic(_data(), seed=4)
+    a = load_source(_data(), seed=3)
+    b = load_source(_data(), seed=3)
+    c = load_source(_data(), seed=4)
     for x, y, z in zip(a, b, c):
         np.testing.assert_array_equal(x.split("train").images, y.split("train").images)
         assert not np.array_equal(x.split("train").images, z.split("train").images)
 
 
 def test_institutions_are_unpaired_and_balanced():
-    s1, s2 = load_synthetic(_data(), seed=0)
+    s1, s2 = load_source(_data(), seed=0)
     assert set(s1.split("train").ids).isdisjoint(s2.split("train").ids)
     for inst in (s1, s2):
         counts = np.bincount(inst.split("train").labels, minlength=len(CLASSES))
@@ -39,7 +39,7 @@ def test_institutions_are_unpaired_and_balanced():
 
 
 def test_per_band_institutions_give_the_fine_grained_shape():
-    insts = load_synthetic(_data(per_band=True, bands={"s1": ["VV", "VH"], "s2": ["B04", "B08", "B11"]}), seed=0)
+    insts = load_source(_data(per_band=True, bands={"s1": ["VV", "VH"], "s2": ["B04", "B08", "B11"]}), seed=0)
     assert [i.name for i in insts] == ["s1_VV", "s1_VH", "s2_B04", "s2_B08", "s2_B11"]
     assert all(i.in_channels == 1 for i in insts)
 
@@ -75,7 +75,7 @@ def test_sar_speckle_has_the_configured_equivalent_number_of_looks():
 
 def test_sar_is_the_weaker_modality_in_a_simple_linear_probe():
     """Nearest-class-mean on per-band scene means: optical separates classes better than SAR."""
-    s1, s2 = load_synthetic(_data(train_per_class=40, test_per_class=40, patch_size=16), seed=0)
+    s1, s2 = load_source(_data(train_per_class=40, test_per_class=40, patch_size=16), seed=0)
 
     def ncm_acc(inst):
         f = lambda s: s.images.mean(axis=(2, 3))  # noqa: E731
@@ -91,9 +91,9 @@ def test_bad_synthetic_config_is_refused():
     from uml_fed.data import DataError
 
     with pytest.raises(DataError, match="'B13' is not a band of synthetic sensor 's2'"):
-        load_synthetic(_data(bands={"s2": ["B02", "B13"]}), seed=0)
+        load_source(_data(bands={"s2": ["B02", "B13"]}), seed=0)
     with pytest.raises(DataError, match="classes"):
-        load_synthetic(_data(classes=["a", "b"]), seed=0)
+        load_source(_data(classes=["a", "b"]), seed=0)
 
 
 def test_parcel_geometry_shows_in_both_sensors():
@@ -115,6 +115,6 @@ def test_parcel_geometry_shows_in_both_sensors():
 
 
 def test_unrelated_objects_modality_shares_labels_not_meaning():
-    objects = load_synthetic(_data(modalities=["s1", "objects"]), seed=0)[1]
+    objects = load_source(_data(modalities=["s1", "objects"]), seed=0)[1]
     assert objects.bands == ["R", "G", "B"] and objects.classes == CLASSES
     assert np.bincount(objects.split("train").labels).tolist() == [10] * len(CLASSES)

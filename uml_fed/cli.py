@@ -4,7 +4,7 @@
     uml-fed unimodal [hydra overrides]         the unimodal baselines only
     uml-fed federated [--run-config "k=v ..."] [--federation-config "k=v ..."]
                                                a federated simulation (flwr run); exit 1 when the run failed
-    uml-fed sweep [hydra overrides]            federated R x L schedules + references, table and plot
+    uml-fed sweep [overrides]                  = uml-fed experiment fig4: R x L schedules + references
     uml-fed experiment NAME [overrides]        a paper table/figure over seeds (--list: the experiments)
     uml-fed prepare-data [hydra overrides]     decode a real archive once into the per-institution cache
     uml-fed predict CHECKPOINT IMAGE...        unimodal inference with a saved calibrated checkpoint
@@ -106,14 +106,6 @@ def _unimodal(cfg) -> None:  # type: ignore[no-untyped-def]
     print_summary(results, cfg.output_dir)
 
 
-def _sweep(cfg) -> None:  # type: ignore[no-untyped-def]
-    from hydra.core.hydra_config import HydraConfig
-
-    from .federated.sweep import run_sweep
-
-    run_sweep(cfg, overrides=list(HydraConfig.get().overrides.task))
-
-
 def _prepare_data(cfg) -> None:  # type: ignore[no-untyped-def]
     from .data.prepare import prepare_data
 
@@ -127,7 +119,7 @@ def _federated(argv: list[str]) -> None:
 
     from flwr.common.config import parse_config_args
 
-    from .federated.launch import FederatedRunFailed, run_federated_job
+    from .experiments.launch import FederatedRunFailed, run_federated_job
 
     parser = argparse.ArgumentParser(prog="uml-fed federated", description=_federated.__doc__)
     parser.add_argument("--run-config", default="", help="as for flwr run: 'k=v ...' or a .toml file")
@@ -156,7 +148,6 @@ def _experiment(argv: list[str]) -> None:
 COMMANDS: dict[str, Callable[[object], None]] = {
     "centralized": _centralized,
     "unimodal": _unimodal,
-    "sweep": _sweep,
     "prepare-data": _prepare_data,
 }
 
@@ -167,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
+    if cmd == "sweep":  # the R x L sweep is the Figure 4 experiment
+        cmd, rest = "experiment", ["fig4", *rest]
     if cmd in ("experiment", "federated"):
         with user_errors(f"uml-fed {cmd}"):
             (_experiment if cmd == "experiment" else _federated)(rest)

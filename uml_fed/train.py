@@ -22,15 +22,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from .methods.base import Method, NonFiniteLossError
 from .model import BACKBONE_PREFIX, Compute, UMLModel
 
 if TYPE_CHECKING:
     from .config import TrainConfig
-    from .methods import Method
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training diverged; the message names where (round, client, modality, epoch, step)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,12 +179,10 @@ def train_one_epoch(
 
     Each of ``steps`` steps (default: :func:`steps_per_epoch`) draws one mini-batch per modality and
     minimises ``method``'s loss (default: the mean of the per-modality cross-entropies).  ``progress``
-    is the (start, end) fraction of the whole run this epoch covers (for a method's schedules).  Returns averaged metrics: ``loss`` (mean of the
-    per-modality cross-entropies) and ``loss/<modality>``, ``acc/<modality>`` (training accuracy),
+    is the (start, end) fraction of the whole run this epoch covers (for a method's schedules).  Returns
+    averaged metrics: ``loss`` (mean of the per-modality cross-entropies) and ``loss/<modality>``, ``acc/<modality>`` (training accuracy),
     ``samples/<modality>``.  Running sums stay on the device; the host reads them once per epoch.
     """
-    from .methods import Method
-
     method = method if method is not None else Method(None, model)  # type: ignore[arg-type]
     model.train()
     mods = list(streams)

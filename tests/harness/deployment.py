@@ -34,7 +34,8 @@ from typing import IO, Any
 
 import psutil
 
-from uml_fed.federated.launch import APP_DIR, free_port, stop_processes, write_run_config
+from uml_fed.experiments.launch import APP_DIR, free_port, write_run_config
+from uml_fed.federated.runtime import stop_processes
 
 DEPLOY_DIR = APP_DIR / "deploy"
 CONNECTION = "uml-fed"  # the SuperLink connection name in $FLWR_HOME/config.toml (deploy/run.sh uses it too)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import SPLITS, DataError
+from .core import SPLITS, DataError
 
 if TYPE_CHECKING:
     from ..config import PartitionConfig

@@ -16,7 +16,9 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from .base import SPLITS, DataError
+from .core import SPLITS, DataError
+from .sources.archive import RealSource, build_real, cache_root
+from .specs import catalog, data_specs
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -24,22 +26,20 @@ if TYPE_CHECKING:
 
 def prepare_data(cfg: Config, force: bool = False, only: str | None = None, echo: bool = True) -> dict[str, Any]:
     """Build (or validate and reuse) the cache of every institution of ``cfg.data``; returns the report."""
-    from .institutions import catalog
-    from .pipeline import build_real, cache_root
-
     d = cfg.data
-    if d.source == "synthetic":
-        raise DataError("prepare-data decodes real archives; data.source=synthetic needs no preparation")
+    source = catalog(d)
+    if not isinstance(source, RealSource):
+        raise DataError(f"prepare-data decodes archives; data.source={d.source} is generated and needs no preparation")
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, report = build_real(d, cfg.seed, only=only, force=force, load=False)
+        _, report = build_real(d, cfg.seed, data_specs(d), only=only, force=force, load=False)
     report["warnings"] = [str(w.message) for w in caught]
     for w in caught:  # recorded for the report, still shown to the user
         warnings.warn(w.message, w.category, stacklevel=2)
     report["seconds"] = round(time.perf_counter() - t0, 3)
     report["skipped_total"] = sum(len(r["skipped"]) for r in report["institutions"].values())
-    path = cache_root(d, catalog(d)) / d.source / "prepare_report.json"
+    path = cache_root(d, source) / d.source / "prepare_report.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
     report["report_file"] = str(path)

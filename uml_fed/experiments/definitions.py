@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import Config
+from ..config import Config, ConfigError
 from .runner import Arm
 
 LABELS = {  # also the row order of reports: the paper's, baselines between unimodal and UML
@@ -89,9 +89,18 @@ def _fig3(cfg: Config, scale: str) -> list[Arm]:
     return arms
 
 
-def _fig4(cfg: Config, scale: str) -> list[Arm]:
-    from ..federated.sweep import check_schedules
+def check_schedules(total: int, local_epochs: list[int]) -> list[tuple[int, int]]:
+    """(L, R) pairs with R x L = total; every L must divide the total."""
+    bad = [L for L in local_epochs if L < 1 or total % L]
+    if bad:
+        raise ConfigError(
+            f"fed.sweep_local_epochs={list(local_epochs)}: {bad} do not divide train.epochs={total}; "
+            "choose local epochs that divide the total so that R x L stays the budget"
+        )
+    return [(L, total // L) for L in local_epochs]
 
+
+def _fig4(cfg: Config, scale: str) -> list[Arm]:
     schedules = check_schedules(cfg.train.epochs, list(cfg.fed.sweep_local_epochs))
     return [*_refs(cfg, scale), *(Arm("fed", "federated", (f"fed.local_epochs={L}",), x=L) for L, _ in schedules)]
 
@@ -199,7 +208,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment(
             "institutions",
-            "Issue 9",
+            "Institutions",
             "2 sensors x 3 institutions (Dirichlet label skew, natural "
             "regions) against one institution per sensor: does sharing projections within a sensor help "
             "when each site has little data?",

@@ -126,7 +126,7 @@ def _centralized(method: str) -> Callable[[Config, list[str]], dict[str, Any]]:
 def _federated(cfg: Config, overrides: list[str]) -> dict[str, Any]:
     """One ``flwr run`` (Ray simulation, one SuperNode per institution) of Algorithm 3."""
     from ..federated.federation import RunFailed
-    from ..federated.launch import flwr_run
+    from .launch import flwr_run
 
     num_rounds(cfg)  # a schedule that does not divide the budget fails here, before Flower starts
     result = flwr_run(

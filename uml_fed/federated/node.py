@@ -25,6 +25,7 @@ from ..config import Config, from_run_config
 from ..data import Institution, institution_names, load_institutions
 from . import records
 from .client import InstitutionClient
+from .runtime import configure_torch
 
 
 class IdentityError(ValueError):
@@ -56,10 +57,10 @@ def own_institution(cfg: Config, ident: Identity) -> Institution:
 
 
 def resolve_identity(cfg: Config, node_config: Mapping[str, Any]) -> Identity:
-    """Which institution this node is: node config ``institution`` (deployment; ``modality`` is the
-    older name) or the partition id (simulation: institutions in config order)."""
+    """Which institution this node is: node config ``institution`` (deployment) or the partition id
+    (simulation: institutions in config order)."""
     names = institution_names(cfg)
-    given = node_config.get("institution", node_config.get("modality"))
+    given = node_config.get("institution")
     if given is not None:
         if str(given) not in names:
             raise IdentityError(f"node config institution={given!r} is not an institution of this run: {names}")
@@ -120,8 +121,6 @@ def serve(
     A describe that fails after the node knows its institution still answers, with the error, so the
     server can name the institution.
     """
-    from .runtime import configure_torch
-
     cfg = config_from_run_config(run_config)
     ident = resolve_identity(cfg, node_config)
     try:

@@ -19,7 +19,41 @@ from ..config import Config, ConfigError, from_run_config, num_rounds
 from ..data import DataError, institution_names
 from ..results import ArtifactError, RunDir
 from .federation import RunFailed, one_line
-from .launch import stop_processes
+
+
+def processes_with(marker: str) -> list[psutil.Process]:
+    """Running processes whose command line contains ``marker``."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if marker in " ".join(p.info["cmdline"] or ()):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def stop_processes(processes: list[psutil.Process], grace: float = 5.0) -> None:
+    """SIGTERM every process and its descendants, SIGKILL whatever is left after ``grace`` seconds."""
+    everything: dict[int, psutil.Process] = {}
+    for p in processes:
+        try:
+            for q in (p, *p.children(recursive=True)):
+                everything[q.pid] = q
+        except psutil.NoSuchProcess:
+            continue
+    for p in everything.values():
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(everything.values()), timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
 
 
 def configure_torch(cfg: Config) -> None:

@@ -11,45 +11,18 @@ Methods run centralized only (``uml-fed centralized method=<name>``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from ..config import ConfigError, MethodConfig
 from ..model import UMLModel
+from .base import Method, NonFiniteLossError, StepLoss
+from .cdan import CDAN
+from .dann import DANN
+from .isca import ISCAEndToEnd
+from .margin_disparity import MarginDisparity
+from .mcc import MCC
+from .mdd import MDD
 
+__all__ = ["METHODS", "STAGED", "Method", "NonFiniteLossError", "StepLoss", "build_method"]
 
-@dataclass
-class StepLoss:
-    total: torch.Tensor  # what the optimizer minimises
-    ce: dict[str, torch.Tensor]  # each modality's cross-entropy (reported as its training loss)
-    logits: dict[str, torch.Tensor]  # each modality's logits (training accuracy)
-
-
-class Method(nn.Module):
-    """Algorithm 1: the mean over modalities of each modality's mini-batch cross-entropy."""
-
-    name = "uml"
-
-    def __init__(self, cfg: MethodConfig, model: UMLModel) -> None:
-        super().__init__()
-        self.cfg = cfg
-
-    def loss(self, model: UMLModel, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], progress: float) -> StepLoss:
-        logits = {m: model(x, m) for m, (x, _) in batches.items()}
-        ce = {m: F.cross_entropy(logits[m], y) for m, (_, y) in batches.items()}
-        return StepLoss(torch.stack(list(ce.values())).mean(), ce, logits)
-
-
-# The baselines subclass Method (via .common), so they are imported once it exists.
-from .cdan import CDAN  # noqa: E402
-from .dann import DANN  # noqa: E402
-from .isca import ISCAEndToEnd  # noqa: E402
-from .margin_disparity import MarginDisparity  # noqa: E402
-from .mcc import MCC  # noqa: E402
-from .mdd import MDD  # noqa: E402
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (Method, DANN, CDAN, MCC, MDD, MarginDisparity, ISCAEndToEnd)}
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import ConfigError, MethodConfig
 from ..model import NUM_BLOCKS, UMLModel
-from . import Method, StepLoss
+from .base import Method, StepLoss
 
 
 class Baseline(Method):

@@ -62,7 +62,7 @@ from torch import nn
 
 from ..config import ConfigError, MethodConfig
 from ..model import ModalityModel, UMLModel
-from ..train import NonFiniteLossError
+from .base import NonFiniteLossError
 from .common import Baseline, grad_reverse, modality_loss
 from .mcc import mcc_loss
 

@@ -38,7 +38,7 @@ import torch
 
 from ..config import MethodConfig
 from ..model import UMLModel
-from . import StepLoss
+from .base import StepLoss
 from .cdan import CDAN
 
 

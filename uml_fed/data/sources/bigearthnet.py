@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError
+from ..core import DataError
+from .archive import RealSource
+from .base import MissingDataError, ScanResult, Scene, Sensor
 from .geotiff import read_raster
 from .registry import register
-from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 S2_NATIVE = {  # native side in pixels of each band in a 120x120 (10 m) patch

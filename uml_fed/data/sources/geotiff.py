@@ -11,8 +11,8 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from .base import DataError, check_fits
-from .source import MissingDataError
+from ..core import DataError, check_fits
+from .base import MissingDataError
 
 
 def read_raster(

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError
+from ..core import DataError
+from .archive import RealSource
+from .base import MissingDataError, ScanResult, Scene, Sensor
 from .geotiff import read_raster
 from .registry import register
-from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
 CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop",

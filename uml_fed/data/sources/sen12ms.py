@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataError
+from ..core import DataError
+from .archive import RealSource
+from .base import MissingDataError, ScanResult, Scene, Sensor
 from .geotiff import read_raster
 from .registry import register
-from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
 SEASONS = {
     "spring": "ROIs1158_spring",

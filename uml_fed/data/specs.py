@@ -1,4 +1,4 @@
-"""Config -> institutions (:class:`~uml_fed.data.base.InstitutionSpec`), before any pixel is read.
+"""Config -> institutions (:class:`~uml_fed.data.core.InstitutionSpec`), before any pixel is read.
 
 Three ways to name them, all ending in the same list of specs:
 
@@ -9,33 +9,24 @@ Three ways to name them, all ending in the same list of specs:
 * explicit: ``data.institutions`` lists ``{name, modality, sensor, bands, root}``; several may share
   a sensor (each gets its own scenes).
 
-Institutions of one modality must hold the same bands (they share a projection shape).  The only
-I/O is the folder source's, whose band names come from its files unless ``data.bands`` names them;
-on a federated node that holds only its own modality's folder the other modalities' bands are
-unknown: their specs hold ``bands=()``.
+Institutions of one modality must hold the same bands (they share a projection shape).  The source
+(any registered one, :mod:`.sources`) says which sensors and bands exist; the only I/O is the folder
+source's, whose band names come from its files unless ``data.bands`` names them; on a federated node
+that holds only its own modality's folder the other modalities' bands are unknown: their specs hold
+``bands=()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ..config import validate_data
-from .base import DataError, InstitutionSpec
+from .core import DataError, InstitutionSpec, size_keys
+from .sources.base import Source
+from .sources.registry import make_source
 
 if TYPE_CHECKING:
     from ..config import DataConfig
-
-
-class Catalog(Protocol):
-    """What spec derivation asks of a source (a real reader or the synthetic source)."""
-
-    name: str
-    meta_columns: tuple[str, ...]
-
-    def bands_of(self, sensor: str) -> tuple[str, ...]: ...
-
-    def check_bands(self, sensor: str, bands: Sequence[str], key: str) -> None: ...
 
 
 def sensors_of(d: DataConfig) -> list[str]:
@@ -45,18 +36,13 @@ def sensors_of(d: DataConfig) -> list[str]:
     return list(d.modalities)
 
 
-def catalog(d: DataConfig) -> Catalog:
-    if d.source == "synthetic":
-        from .synthetic import SyntheticSource
-
-        return SyntheticSource(d)
-    from .registry import make_source
-
+def catalog(d: DataConfig) -> Source:
+    """The configured source (synthetic or a reader, from the registry) for the config's sensors."""
     roots = [i.root for i in d.institutions if i.root]
     return make_source(d, root=d.root or (roots[0] if roots else None), modalities=sensors_of(d))
 
 
-def data_specs(d: DataConfig, source: Catalog | None = None) -> list[InstitutionSpec]:
+def data_specs(d: DataConfig, source: Source | None = None) -> list[InstitutionSpec]:
     """Every institution of ``d``, in order, validated against the source's sensors and bands."""
     validate_data(d)
     src = source or catalog(d)
@@ -116,39 +102,3 @@ def _check(d: DataConfig, specs: list[InstitutionSpec]) -> None:
         raise DataError(
             f"data.paired=true needs the same split sizes at every institution, got {sizes}; drop data.sizes"
         )
-
-
-def unit_of(spec: InstitutionSpec) -> str:
-    """Who owns the institution's split sizes and scenes: itself, or its partitioned modality's pool."""
-    return spec.modality if spec.part >= 0 else spec.name
-
-
-def size_keys(specs: list[InstitutionSpec]) -> list[str]:
-    return list(dict.fromkeys(unit_of(s) for s in specs))
-
-
-def allocation_units(specs: list[InstitutionSpec]) -> list[tuple[str, str]]:
-    """``(unit, sensor)`` the allocation deals scenes to: unpartitioned institutions and pools."""
-    return list(dict.fromkeys((unit_of(s), s.sensor) for s in specs))
-
-
-def specs_by_root(d: DataConfig, specs: list[InstitutionSpec]) -> dict[str, list[InstitutionSpec]]:
-    """Institutions grouped by dataset root (explicit ``root``, else ``data.root``), in order."""
-    roots = {i.name: i.root for i in d.institutions}
-    out: dict[str, list[InstitutionSpec]] = {}
-    for s in specs:
-        out.setdefault(roots.get(s.name) or str(d.root or ""), []).append(s)
-    return out
-
-
-def find(specs: list[InstitutionSpec], only: str | None) -> list[InstitutionSpec]:
-    """``specs`` or just the one named ``only`` (a federated node loads its own institution only)."""
-    if only is None:
-        return specs
-    hit = [s for s in specs if s.name == only]
-    if not hit:
-        raise DataError(
-            f"unknown modality {only!r}: no institution of this data config has that name; "
-            f"its institutions are {[s.name for s in specs]}"
-        )
-    return hit

@@ -1,6 +1,7 @@
 """Drive the real ``flwr run`` CLI on a private local SuperLink, and clean up after it.
 
-Used by the sweep command, the benchmark and the end-to-end test.  Each launch gets its own FLWR_HOME
+Used by the experiment runner (federated arms), ``uml-fed federated``, the benchmarks and the
+end-to-end tests.  Each launch gets its own FLWR_HOME
 and its own local-SuperLink ports, so it never reuses a SuperLink left by someone else (which would
 keep that one's environment and working directory), and every Flower process it started is stopped by
 pid when it returns, also on failure or timeout.
@@ -22,6 +23,8 @@ from typing import Any
 
 import psutil
 
+from ..federated.runtime import processes_with, server_config, stop_processes
+
 APP_DIR = Path(__file__).resolve().parents[2]
 
 
@@ -42,41 +45,6 @@ def _toml_value(v: Any) -> str:
 def write_run_config(path: Path, run_config: Mapping[str, Any]) -> Path:
     path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()))
     return path
-
-
-def processes_with(marker: str) -> list[psutil.Process]:
-    """Running processes whose command line contains ``marker``."""
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if marker in " ".join(p.info["cmdline"] or ()):
-                out.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return out
-
-
-def stop_processes(processes: list[psutil.Process], grace: float = 5.0) -> None:
-    """SIGTERM every process and its descendants, SIGKILL whatever is left after ``grace`` seconds."""
-    everything: dict[int, psutil.Process] = {}
-    for p in processes:
-        try:
-            for q in (p, *p.children(recursive=True)):
-                everything[q.pid] = q
-        except psutil.NoSuchProcess:
-            continue
-    for p in everything.values():
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(everything.values()), timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
 
 
 @dataclass
@@ -166,7 +134,6 @@ def run_federated_job(
     The run config is composed here first, so a config error is one line before Flower starts; the
     run's output directory is fixed here (``output-dir``, or the default one), so its results are found.
     """
-    from .runtime import server_config
 
     cfg, institutions = server_config(run_config)  # what the ServerApp will check, checked here first
     out = Path(cfg.output_dir)

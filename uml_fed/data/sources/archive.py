@@ -1,12 +1,17 @@
-"""Real archives -> institutions: scan -> allocate -> partition -> decode -> cache -> normalise.
+"""Archive readers: :class:`RealSource`, the base every reader derives from, and how an archive becomes
+institutions: scan -> allocate -> partition -> decode -> cache -> normalise.
 
-1. the config's institutions are derived and validated (:mod:`.institutions`, no I/O);
+A reader takes explicit arguments (root, sensors, bands, classes, resize and its own options), validates
+them before any I/O, scans the archive into :class:`~.base.Scene` objects and decodes one patch at a time
+(:meth:`RealSource.scan`, :meth:`RealSource.read`); the rest is here:
+
+1. the config's institutions are derived and validated (:mod:`uml_fed.data.specs`, no I/O);
 2. each dataset root is *scanned* once: every single-label scene with its files and metadata (the
    scan is cached, keyed by the label files' names, sizes and mtimes);
-3. :func:`uml_fed.data.subsets.allocate` gives every unpartitioned institution, and every
+3. :func:`.allocate.allocate` gives every unpartitioned institution, and every
    partitioned modality's pool, its own class-balanced scenes -- disjoint across all of them
    (unpaired) unless ``data.paired`` is set;
-4. a partitioned pool's rows (all splits) are cut among its institutions (:mod:`.partition`);
+4. a partitioned pool's rows (all splits) are cut among its institutions (:mod:`uml_fed.data.partition`);
 5. each institution's patches are decoded once into a compact ``.npy`` cache (:mod:`.cache`);
    later calls read the cache only, never the GeoTIFFs;
 6. arrays are z-scored with per-band statistics (own train split, or the published ones); a band
@@ -23,32 +28,179 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import (
+from ..core import (
     SPLITS,
     DataError,
     Institution,
     InstitutionSpec,
     Split,
+    allocation_units,
     check_fits,
+    find,
     normalize_institution,
     seeded_order,
+    specs_by_root,
+    unit_of,
 )
+from ..partition import Pool, split_parts
+from .allocate import Plan, allocate
+from .base import MissingDataError, ScanResult, Scene, Sensor, Source
 from .cache import InstitutionCache, digest, load_scan
-from .institutions import allocation_units, catalog, data_specs, find, specs_by_root, unit_of
-from .partition import Pool, split_parts
 from .registry import make_source
-from .source import RealSource, Scene
-from .subsets import Plan, allocate
 
 if TYPE_CHECKING:
-    from ..config import DataConfig
+    from ...config import DataConfig
 
 CACHE_FORMAT = 2  # 2: splits stored in their seeded shuffled order; bump when the decoded content of a cache changes for the same options
+
+
+class RealSource(Source):
+    """Base class of the archive readers (torchgeo style: bands and statistics are class attributes).
+
+    Subclasses set ``name``, ``sensors``, ``classes`` (default, the paper's), ``all_classes`` (the
+    nomenclature), ``layout``, ``meta_columns`` (scene metadata for natural partitions) and
+    ``options`` (their own keyword arguments, named as the ``data.*`` keys they come from), and
+    implement :meth:`scan_inputs`, :meth:`scan` and :meth:`read`.
+    """
+
+    name: str = ""
+    coregistered: bool = True  # every scene has every sensor (the archives): allocation ignores file presence
+    sensors: dict[str, Sensor] = {}
+    classes: tuple[str, ...] = ()
+    all_classes: tuple[str, ...] = ()
+    layout: str = ""
+    meta_columns: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(
+        cls, d: DataConfig, root: str | Path | None = None, modalities: Sequence[str] | None = None
+    ) -> RealSource:
+        """The one place that maps ``data.*`` keys onto a reader's explicit arguments."""
+        return cls(
+            root if root is not None else d.root,
+            modalities=list(d.modalities if modalities is None else modalities),
+            bands=dict(d.bands),
+            classes=list(d.classes),
+            resize=int(d.resize),
+            **{opt: getattr(d, opt) for opt in cls.options},
+        )
+
+    def load(
+        self, d: DataConfig, seed: int, specs: list[InstitutionSpec], only: str | None = None
+    ) -> list[Institution]:
+        """Scan, allocate, partition, decode (once, into the cache) and normalise (module docstring)."""
+        insts, _ = build_real(d, seed, specs, only=only)
+        return normalize(d, insts, specs)
+
+    def __init__(
+        self,
+        root: str | Path | None,
+        *,
+        modalities: Sequence[str] = (),
+        bands: Mapping[str, Sequence[str]] | None = None,
+        classes: Sequence[str] = (),
+        resize: int = 0,
+    ) -> None:
+        if not root:
+            raise MissingDataError(
+                f"{self.name}: data.root is not set; pass data.root=/path/to/the/archive. Expected layout:\n{self.layout}"
+            )
+        self.root = Path(str(root)).expanduser()
+        self.modalities = list(modalities)
+        self.bands = {m: list(b) for m, b in dict(bands or {}).items()}
+        self.chosen_classes = list(classes)
+        self.resize = int(resize or 0)
+        if self.resize < 0:
+            raise DataError(f"data.resize={self.resize} must be >= 0 (0 = native patch size)")
+        self.validate()
+
+    # -- validation (no I/O) -------------------------------------------------------------------------
+    def validate(self) -> None:
+        for m in self.modalities:
+            if m not in self.sensors:
+                raise DataError(f"{m!r} is not a modality of {self.name}; choose from {sorted(self.sensors)}")
+        for m, bands in self.bands.items():
+            if m not in self.sensors:
+                raise DataError(
+                    f"data.bands names {m!r}, which is not a modality of {self.name} ({sorted(self.sensors)})"
+                )
+            self.check_bands(m, bands, f"data.bands.{m}")
+        for c in self.chosen_classes:
+            if self.all_classes and c not in self.all_classes:
+                raise DataError(f"{c!r} is not a class of {self.name}; its classes are {list(self.all_classes)}")
+
+    def check_bands(self, sensor: str, bands: Sequence[str], key: str) -> None:
+        """``bands`` are distinct bands of ``sensor`` (``key`` names the config entry they came from)."""
+        for b in bands:
+            if b not in self.sensors[sensor].bands:
+                raise DataError(
+                    f"{b!r} is not a band of {self.name} {sensor}; its bands are {list(self.sensors[sensor].bands)}"
+                )
+        if len(set(bands)) != len(bands) or not bands:
+            raise DataError(f"{key}={list(bands)} must list distinct bands, at least one")
+
+    def check_root(self, modalities: list[str] | None = None) -> None:
+        """The root (and, in subclasses, the folders of ``modalities``, default all) exist."""
+        if not self.root.is_dir():
+            raise MissingDataError(
+                f"{self.name}: data.root {str(self.root)!r} does not exist or is not a folder. Expected layout:\n{self.layout}"
+            )
+
+    # -- interface -----------------------------------------------------------------------------------
+    def class_names(self) -> list[str]:
+        return self.chosen_classes or list(self.classes)
+
+    def bands_of(self, sensor: str) -> tuple[str, ...]:
+        chosen = self.bands.get(sensor)
+        return tuple(chosen) if chosen else self.sensors[sensor].bands
+
+    def out_size(self, sensor: str) -> int:
+        return self.resize or self.sensors[sensor].size
+
+    def native_size(self, side: int) -> tuple[int, int] | None:
+        """The H x W a file must have (``side`` x ``side``), or ``None`` under ``data.resize``, which
+        resamples every patch, whatever its size, to ``data.resize`` x ``data.resize``."""
+        return None if self.resize else (side, side)
+
+    def scan_options(self) -> dict[str, Any]:
+        """Options that change the scan result (besides the files)."""
+        return {}
+
+    def scan_inputs(self) -> list[str]:
+        """Root-relative files whose (name, size, mtime) fingerprint the scan (cheap: listing only)."""
+        raise NotImplementedError
+
+    def scan(self) -> ScanResult:
+        raise NotImplementedError
+
+    def read(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+        """Decode one patch: ``C x S x S`` array in the sensor's store dtype + the files it came from."""
+        raise NotImplementedError
+
+    def paths(self, scene: Scene, sensor: str, bands: tuple[str, ...]) -> list[Path]:
+        """The files :meth:`read` opens for this patch (recorded for skipped patches too)."""
+        rel = scene.files.get(sensor)
+        return [self.root / rel] if rel else []
+
+    def published_stats(self, sensor: str, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        s = self.sensors[sensor]
+        missing = [b for b in bands if b not in s.mean]
+        if missing:
+            raise DataError(
+                f"{self.name} {sensor}: no published statistics for band(s) {missing}; "
+                "use data.normalization=train (statistics of the institution's own training split)"
+            )
+        return (
+            np.array([s.mean[b] for b in bands], dtype=np.float32),
+            np.array([s.std[b] for b in bands], dtype=np.float32),
+        )
 
 
 def cache_root(d: DataConfig, source: RealSource) -> Path:
@@ -56,13 +208,18 @@ def cache_root(d: DataConfig, source: RealSource) -> Path:
 
 
 def build_real(
-    d: DataConfig, seed: int, only: str | None = None, force: bool = False, load: bool = True
+    d: DataConfig,
+    seed: int,
+    specs: list[InstitutionSpec],
+    only: str | None = None,
+    force: bool = False,
+    load: bool = True,
 ) -> tuple[list[Institution], dict[str, Any]]:
-    """Load (building caches where missing or stale) the raw, un-normalised institutions + a report.
+    """Load (building caches where missing or stale) the raw, un-normalised institutions of ``specs``
+    (or just ``only``) + a report.
 
     ``force`` rebuilds every cache; ``load=False`` only makes sure the caches exist (no arrays kept).
     """
-    specs = data_specs(d)
     wanted = {s.name for s in find(specs, only)}
     report: dict[str, Any] = {"source": d.source, "root": str(d.root), "institutions": {}}
     out: list[Institution] = []
@@ -264,22 +421,16 @@ def _rel(root: Path, p: str | Path) -> str:
         return str(p)
 
 
-def normalize(d: DataConfig, insts: list[Institution]) -> list[Institution]:
+def normalize(d: DataConfig, insts: list[Institution], specs: list[InstitutionSpec]) -> list[Institution]:
     """Z-score with the own training split's stats (default) or the published ones."""
     if d.normalization != "published":
         return [normalize_institution(inst, constant_bands=d.constant_bands) for inst in insts]
-    source = catalog(d)
-    specs = {s.name: s for s in data_specs(d, source)}
+    source = make_source(d)
+    by_name = {s.name: s for s in specs}
     for inst in insts:
-        spec = specs[inst.name]
+        spec = by_name[inst.name]
         normalize_institution(inst, *source.published_stats(spec.sensor, spec.bands), constant_bands=d.constant_bands)
     return insts
-
-
-def load_real(d: DataConfig, seed: int = 0, only: str | None = None) -> list[Institution]:
-    """Every institution of a real source (or just ``only``), decoded once, normalised."""
-    insts, _ = build_real(d, seed, only=only)
-    return normalize(d, insts)
 
 
 def scene_ids(insts: list[Institution]) -> dict[str, set[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import DataError
+from ...core import DataError
 
 CLASSES = ["Arable land", "Broad-leaved forest", "Coniferous forest", "Marine waters", "Pastures", "Urban fabric"]
 MATERIALS = ["water", "broadleaf", "conifer", "crop", "soil", "grass", "urban"]

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import DataError
+from ..core import DataError
 
 if TYPE_CHECKING:
-    from .source import Scene
+    from .base import Scene
 
 
 @dataclass

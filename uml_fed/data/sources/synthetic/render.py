@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import DataError
+from ...core import DataError
 from .scenes import BROADLEAF, NSEG, SOIL, URBAN, WATER, smooth_field
 
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]

@@ -36,10 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import DataError, check_fits
+from ..core import DataError, check_fits
+from .archive import RealSource
+from .base import MissingDataError, ScanResult, Scene, Sensor
 from .geotiff import NAN_REMEDY, raster_header, read_raster
 from .registry import register
-from .source import MissingDataError, RealSource, ScanResult, Scene, Sensor
 
 EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 Header = tuple[int, int, int, str]  # bands, height, width, dtype

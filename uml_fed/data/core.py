@@ -14,8 +14,12 @@ import math
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..config import DataConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -213,3 +217,39 @@ def check_same_classes(institutions: list[Institution]) -> list[str]:
                 f"{list(ref.classes)} vs {list(inst.classes)}"
             )
     return list(ref.classes)
+
+
+def unit_of(spec: InstitutionSpec) -> str:
+    """Who owns the institution's split sizes and scenes: itself, or its partitioned modality's pool."""
+    return spec.modality if spec.part >= 0 else spec.name
+
+
+def size_keys(specs: list[InstitutionSpec]) -> list[str]:
+    return list(dict.fromkeys(unit_of(s) for s in specs))
+
+
+def allocation_units(specs: list[InstitutionSpec]) -> list[tuple[str, str]]:
+    """``(unit, sensor)`` the allocation deals scenes to: unpartitioned institutions and pools."""
+    return list(dict.fromkeys((unit_of(s), s.sensor) for s in specs))
+
+
+def specs_by_root(d: DataConfig, specs: list[InstitutionSpec]) -> dict[str, list[InstitutionSpec]]:
+    """Institutions grouped by dataset root (explicit ``root``, else ``data.root``), in order."""
+    roots = {i.name: i.root for i in d.institutions}
+    out: dict[str, list[InstitutionSpec]] = {}
+    for s in specs:
+        out.setdefault(roots.get(s.name) or str(d.root or ""), []).append(s)
+    return out
+
+
+def find(specs: list[InstitutionSpec], only: str | None) -> list[InstitutionSpec]:
+    """``specs`` or just the one named ``only`` (a federated node loads its own institution only)."""
+    if only is None:
+        return specs
+    hit = [s for s in specs if s.name == only]
+    if not hit:
+        raise DataError(
+            f"unknown modality {only!r}: no institution of this data config has that name; "
+            f"its institutions are {[s.name for s in specs]}"
+        )
+    return hit

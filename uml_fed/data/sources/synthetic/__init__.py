@@ -53,14 +53,13 @@ Physical assumptions (each a simplification of real Sentinel-1/2 land-cover imag
   generated as the institution named after the modality would be (so with ``region_effect=0`` it is
   exactly that data) and its rows are cut among ``<modality>_0 ..`` by :mod:`uml_fed.data.partition`.
 
-Why the scenes are built this way (issue 8: the paper's regime).  The first generator told the classes
-apart by per-pixel spectra alone, so what a shared backbone learned from the optical sensor was of no
-use to SAR.  Real sensors share spatial structure (parcel edges, street grids, coasts, crowns) that the
-backbone's later blocks see; the parcel and field maps, per-parcel offsets in both sensors, crown sizes
-and hedgerows put that shared structure in.  SAR stays the data-limited modality (its unimodal accuracy
-rises with training size: ``uml-fed experiment fig3``).  Whether UML lifts it by the margin the paper
-reports is measured, not assumed: docs/results/ has the CPU-scale ``table3``, where it does not reach
-+3 pp.  Nothing here was fitted to make the method win.
+Why the scenes are built this way: real sensors share spatial structure (parcel edges, street grids,
+coasts, crowns) that a backbone's later blocks see, besides their per-pixel spectra; the parcel and
+field maps, per-parcel offsets in both sensors, crown sizes and hedgerows put that shared structure in,
+so that what a shared backbone learns from one sensor can be of use to the other.  SAR is the
+data-limited modality (its unimodal accuracy rises with training size: ``uml-fed experiment fig3``).
+Whether UML lifts it, and by how much, is measured, not assumed (docs/results/); nothing here was
+fitted to make the method win.
 
 Everything is deterministic given ``seed`` and the institution's (or pool's) name.
 """
@@ -69,13 +68,25 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from ...config import DataConfig
-from ..base import SPLITS, DataError, Institution, InstitutionSpec, Split, check_fits, normalize_institution
-from ..institutions import data_specs, find, unit_of
-from ..partition import Pool, split_parts
+from ....config import DataConfig
+from ...core import (
+    SPLITS,
+    DataError,
+    Institution,
+    InstitutionSpec,
+    Split,
+    check_fits,
+    find,
+    normalize_institution,
+    unit_of,
+)
+from ...partition import Pool, split_parts
+from ..base import Source
+from ..registry import register
 from .render import (
     BANDS_OF_KIND,
     OBJECT_BANDS,
@@ -101,8 +112,10 @@ def _stable_seed(*parts: object) -> list[int]:
     return [zlib.crc32(str(p).encode()) for p in parts]
 
 
-class SyntheticSource:
-    """The embedded source as spec derivation sees it: sensors, their bands, scene metadata."""
+@register
+class SyntheticSource(Source):
+    """The embedded source (``data.source=synthetic``): its sensors, their bands, its scene metadata,
+    and the generator that renders its institutions."""
 
     name = "synthetic"
     meta_columns = ("region",)
@@ -110,6 +123,17 @@ class SyntheticSource:
 
     def __init__(self, data: DataConfig) -> None:
         self.data = data
+
+    @classmethod
+    def from_config(
+        cls, d: DataConfig, root: str | Path | None = None, modalities: Sequence[str] | None = None
+    ) -> SyntheticSource:
+        return cls(d)  # generated: no root, every sensor always at hand
+
+    def load(
+        self, d: DataConfig, seed: int, specs: list[InstitutionSpec], only: str | None = None
+    ) -> list[Institution]:
+        return load_synthetic(d, seed, specs, only)
 
     def bands_of(self, sensor: str) -> tuple[str, ...]:
         if sensor not in SENSORS:
@@ -129,8 +153,10 @@ class SyntheticSource:
             raise DataError(f"{key} is empty")
 
 
-def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list[Institution]:
-    """Generate (deterministically) every institution of the synthetic config, or just ``only``.
+def load_synthetic(
+    data: DataConfig, seed: int, specs: list[InstitutionSpec], only: str | None = None
+) -> list[Institution]:
+    """Generate (deterministically) every institution of ``specs``, or just ``only``.
 
     Unpaired (default): every institution (or partitioned pool) draws its own scenes from its own
     random stream.  ``data.paired``: every institution observes the SAME scenes (ids ``<split>-<i>``),
@@ -140,7 +166,6 @@ def load_synthetic(data: DataConfig, seed: int, only: str | None = None) -> list
         raise DataError(f"the synthetic source has the classes {CLASSES}; data.classes={list(data.classes)} differs")
     if data.patch_size < 8:
         raise DataError(f"data.patch_size={data.patch_size}: synthetic scenes need at least 8 px")
-    specs = data_specs(data, SyntheticSource(data))
     pools: dict[str, dict[str, Split]] = {}
     parts: dict[str, list[dict[str, np.ndarray]]] = {}
     out = []

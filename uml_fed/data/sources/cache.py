@@ -22,11 +22,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import SPLITS, DataError
-from .source import ScanResult, Scene
+from ..core import SPLITS, DataError
+from .base import ScanResult, Scene
 
 if TYPE_CHECKING:
-    from .source import RealSource
+    from typing import Protocol
+
+    class Scanned(Protocol):
+        """What the scan cache needs of a reader (:class:`.archive.RealSource`)."""
+
+        name: str
+        root: Path
+
+        def scan(self) -> ScanResult: ...
+
+        def scan_inputs(self) -> list[str]: ...
+
+        def scan_options(self) -> dict[str, Any]: ...
+
 
 SCAN_FORMAT = 4  # 4: scans carry counts (e.g. nodata label pixels); bump when a scan's content changes
 
@@ -126,7 +139,7 @@ class InstitutionCache:
         return sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file()) if self.dir.is_dir() else 0
 
 
-def load_scan(source: RealSource, cache_dir: Path, report: dict | None = None) -> ScanResult:
+def load_scan(source: Scanned, cache_dir: Path, report: dict | None = None) -> ScanResult:
     """The source's scan, from ``<cache>/<source>/scan-*.json`` when its inputs are unchanged."""
     key = {
         "format": SCAN_FORMAT,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +127,41 @@ def _ben_s1_bands(folder: Path, name: str, sig: _Signal, c: int, ulx: float, uly
         write_geotiff(folder / f"{name}_{band}.tif", arr, UTM33, from_origin(ulx, uly, 10, 10))
 
 
+@dataclass
+class _BenScene:
+    """One scene of a BigEarthNet fixture: its index, kind (None = single-label), class, grid cell,
+    group (tile or country) and upper-left corner."""
+
+    i: int
+    kind: str | None
+    c: int
+    row: int
+    col: int
+    group: str
+    ulx: float
+    uly: float
+
+
+def _ben_scenes(
+    classes: Sequence[str], per_class: int, multi_label: int, snow: int, cloud: int, groups: Sequence[str],
+    rng: np.random.Generator,
+) -> list[_BenScene]:  # fmt: skip
+    """``per_class`` single-label scenes per class, then ``multi_label``/``snow``/``cloud`` extra ones (a
+    random class each), on a 100-wide grid of 1200 m cells, taking turns in runs of three over ``groups``."""
+    cls_idx = _assign(list(classes), per_class)
+    extra = ["multi_label"] * multi_label + ["snow"] * snow + ["cloud"] * cloud
+    out = []
+    for i, kind in enumerate([None] * len(cls_idx) + extra):
+        c = cls_idx[i] if kind is None else int(rng.integers(len(classes)))
+        row, col = divmod(i, 100)
+        out.append(
+            _BenScene(
+                i, kind, c, row, col, groups[(i // 3) % len(groups)], 300000.0 + 1200 * col, 5900000.0 - 1200 * row
+            )
+        )
+    return out
+
+
 def _corine_for(cls19: str, rng: np.random.Generator) -> list[str]:
     names = [k for k, v in CORINE_TO_19.items() if v == cls19]
     return [names[int(rng.integers(len(names)))]]
@@ -153,15 +190,10 @@ def write_bigearthnet_v1(
     labels: dict[str, str] = {}
     excluded: dict[str, list[str]] = {"snow": [], "cloud": [], "multi_label": []}
     meta: dict[str, dict[str, str]] = {}
-    cls_idx = _assign(list(classes), per_class * scale)
-    extra = ["multi_label"] * multi_label + ["snow"] * snow + ["cloud"] * cloud
-    for i, kind in enumerate([None] * len(cls_idx) + extra):
-        c = cls_idx[i] if kind is None else int(rng.integers(len(classes)))
-        row, col = divmod(i, 100)
-        tile = tiles[(i // 3) % len(tiles)]
+    for sc in _ben_scenes(classes, per_class * scale, multi_label, snow, cloud, tiles, rng):
+        kind, c, row, col, tile, ulx, uly = sc.kind, sc.c, sc.row, sc.col, sc.group, sc.ulx, sc.uly
         s2 = f"S2A_MSIL2A_20170613T101031_{row}_{col}"
         s1 = f"S1A_IW_GRDH_1SDV_20170613T165043_{tile}_{row}_{col}"
-        ulx, uly = 300000.0 + 1200 * col, 5900000.0 - 1200 * row
         corine = _corine_for(classes[c], rng)
         if rng.random() < 0.3:  # an unmapped CORINE class next to the real one keeps the scene single-label
             corine.append("Road and rail networks and associated land")
@@ -215,17 +247,12 @@ def write_bigearthnet_v2(
                                              "contains_seasonal_snow", "contains_cloud_or_shadow")}  # fmt: skip
     labels: dict[str, str] = {}
     meta: dict[str, dict[str, str]] = {}
-    cls_idx = _assign(list(classes), per_class * scale)
-    extra = ["multi_label"] * multi_label + ["snow"] * snow + ["cloud"] * cloud
-    for i, kind in enumerate([None] * len(cls_idx) + extra):
-        c = cls_idx[i] if kind is None else int(rng.integers(len(classes)))
-        row, col = divmod(i, 100)
-        country = countries[(i // 3) % len(countries)]
+    for sc in _ben_scenes(classes, per_class * scale, multi_label, snow, cloud, countries, rng):
+        i, kind, c, row, col, country, ulx, uly = sc.i, sc.kind, sc.c, sc.row, sc.col, sc.group, sc.ulx, sc.uly
         product = "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP"
         pid = f"{product}_{row}_{col}"
         s1prod = "S1A_IW_GRDH_1SDV_20170613T165043"
         s1 = f"{s1prod}_33UUP_{row}_{col}"
-        ulx, uly = 300000.0 + 1200 * col, 5900000.0 - 1200 * row
         _ben_s2_bands(root / "BigEarthNet-S2" / product / pid, pid, sig, c, ulx, uly)
         _ben_s1_bands(root / "BigEarthNet-S1" / s1prod / s1, s1, sig, c, ulx, uly)
         labs = [classes[c]] + ([classes[(c + 1) % len(classes)]] if kind == "multi_label" else [])
