@@ -28,9 +28,8 @@ import torch.nn.functional as F
 
 from uml_fed.config import load_config
 from uml_fed.data import load_institutions
-from uml_fed.evaluation import split_tensors
 from uml_fed.model import FP32, Compute, build_unimodal
-from uml_fed.train import BatchStream, make_optimizer, resolve_device, train_one_epoch
+from uml_fed.train import BatchStream, make_optimizer, resolve_device, split_tensors, train_one_epoch
 
 PAPER = [
     "model.width=64",

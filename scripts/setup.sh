@@ -13,8 +13,8 @@ if ! python -c "import torch" 2>/dev/null; then
   # pin the CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build
   python -m pip install -q "torch==2.13.0"
 fi
-if ! python -c "import uml_fed, flwr, hydra, rasterio, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.uml-fed-installed ]; then
-  python -m pip install -q -e ".[dev]"
+if ! python -c "import uml_fed, flwr, hydra, rasterio, pytest, sklearn, mlxtend" 2>/dev/null || [ pyproject.toml -nt .venv/.uml-fed-installed ]; then
+  python -m pip install -q -e ".[dev,digits]"
   touch .venv/.uml-fed-installed
 fi
 # nginx for the Fleet proxy of a deployment (deploy/start-fleet-proxy.sh; the deployment tests use it)

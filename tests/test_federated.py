@@ -412,11 +412,12 @@ def test_tracked_bn_backbone_statistics_stay_local_and_are_used(tmp_path):
     """Ordinary BN (the ablation): each institution keeps the backbone's running statistics in its
     private state across rounds (a fresh client per message must not fall back to 0/1), they never
     go on the wire, and the final model is evaluated with them."""
-    from uml_fed.evaluation import split_tensors
     from uml_fed.results import load_checkpoint
-    from uml_fed.train import evaluate
+    from uml_fed.train import evaluate, split_tensors
 
-    run = {"overrides": TINY_RUN["overrides"] + " model.track_running_stats=true"}
+    run = {
+        "overrides": TINY_RUN["overrides"] + " model.track_running_stats=true train.precision=fp32"
+    }  # compared in fp32
     cfg = from_run_config({**TINY_RUN, **run, "output-dir": str(tmp_path)})
     ctx = _context(0, tmp_path, **run)
     r1 = client_app.train(_msg("train", _train_content(cfg, tmp_path, 1), 100), ctx)

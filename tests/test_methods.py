@@ -221,8 +221,14 @@ def test_method_modules_descend_and_features_ascend_the_alignment_term(name):
 
 def train_epochs(name: str, epochs: int = 3) -> list[float]:
     from uml_fed.data import load_institutions
-    from uml_fed.evaluation import split_tensors
-    from uml_fed.train import BatchStream, make_optimizer, seed_everything, seeded_generator, train_one_epoch
+    from uml_fed.train import (
+        BatchStream,
+        make_optimizer,
+        seed_everything,
+        seeded_generator,
+        split_tensors,
+        train_one_epoch,
+    )
 
     cfg = load_config(tiny_overrides(f"method={name}", "data.train_per_class=16"))
     institutions = load_institutions(cfg)

@@ -178,9 +178,16 @@ def test_compute_options_train_and_evaluate_on_the_cpu():
     """bf16 autocast and channels-last: same parameters and names, float32 outputs, a loss that goes
     down; ``auto`` takes bf16 on a CPU only where it is native (elsewhere it is ~10x slower), and NHWC."""
     from uml_fed.data import load_institutions
-    from uml_fed.evaluation import split_tensors
     from uml_fed.model import Compute, UMLModel
-    from uml_fed.train import BatchStream, compute_for, cpu_has_native_bf16, evaluate, make_optimizer, train_one_epoch
+    from uml_fed.train import (
+        BatchStream,
+        compute_for,
+        cpu_has_native_bf16,
+        evaluate,
+        make_optimizer,
+        split_tensors,
+        train_one_epoch,
+    )
 
     cfg = load_config(tiny_overrides())
     auto = Compute(torch.bfloat16 if cpu_has_native_bf16() else None, True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -27,7 +28,9 @@ from uml_fed.federated.server import run_federated
 
 
 class RecordingGrid:
-    """The real grid, with every reply (and, when asked, every message sent) kept for inspection."""
+    """The real grid, with every reply (and, when asked, every message sent) kept for inspection.  Replies
+    are kept as copies: Flower's FedMedian and FedTrimmedAvg pop the arrays out of the replies they
+    aggregate."""
 
     def __init__(self, grid, store, sent=None):
         self._grid, self._store, self._sent = grid, store, sent
@@ -43,7 +46,7 @@ class RecordingGrid:
 
     def pull_messages(self, message_ids):
         replies = list(self._grid.pull_messages(message_ids))
-        self._store.extend(replies)
+        self._store.extend(copy.deepcopy(r) for r in replies)
         return replies
 
 
@@ -117,8 +120,32 @@ def test_in_process_simulation_runs_and_clients_send_only_backbone_and_scalars(s
     rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2] and all(sorted(r["replied"]) == ["s1", "s2"] for r in rounds)
 
-    kinds = check_client_replies(replies, from_run_config(run_config).model)
+    kinds = check_client_replies(replies, from_run_config(run_config).model)  # calibrate: metrics only
     assert kinds == {"query.describe": 2, "train": 4, "query.calibrate": 2}
+
+
+@pytest.mark.slow
+def test_each_institution_gets_its_own_baseline_and_gain_without_sending_it(simulated):
+    """fed.local_baseline (on by default): every institution reports the accuracy of its own unimodal
+    model trained alone with the same budget; no message carries that model, and the summary prints
+    UML, own baseline and their difference."""
+    from uml_fed.results import gain_table
+
+    tmp_path, run_config, replies = simulated
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    for who in ("s1", "s2"):
+        own = results["modalities"][who]["own"]
+        assert own["reported"] == "running_stats" and 0 <= own["running_stats"]["test_acc"] <= 1
+        assert own["train_s"] > 0 and own["steps_per_epoch"] == results["modalities"][who]["fed"]["steps_per_epoch"]
+    for msg in replies:  # nothing but scalars for the baseline, in the calibrate reply only
+        assert not msg.metadata.message_type == "query.calibrate" or not msg.content.array_records
+        if msg.metadata.message_type != "query.calibrate":
+            assert not any("own" in k for r in msg.content.metric_records.values() for k in r)
+    table = gain_table(results)
+    assert "Federated UML" in table and "own baseline" in table and "gain" in table
+    fed, own = results["modalities"]["s1"]["fed"], results["modalities"]["s1"]["own"]
+    gain = 100 * (fed[fed["reported"]]["test_acc"] - own["running_stats"]["test_acc"])
+    assert f"{gain:+.2f} pp" in table.splitlines()[2]
 
 
 @pytest.mark.slow

@@ -21,95 +21,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .config import Config
 from .data import Institution, Split, canonical_order, load_institutions, modality_of
-from .evaluation import calibrate_and_evaluate, split_tensors
+from .evaluation import calibrate_and_evaluate
 from .methods import Method, build_method
 from .methods.isca import Embedded, embed, fit_maps, isca_model
-from .model import ModalityModel, UMLModel, build_unimodal
+from .model import UMLModel, build_unimodal
 from .results import ArtifactError, RunDir, summary_table
 from .train import (
-    BatchStream,
-    Selection,
     compute_for,
     compute_record,
-    epoch_steps,
-    evaluate,
-    full_batches,
-    lr_at,
-    make_optimizer,
+    fit,
+    largest_institution_batches,
     resolve_device,
     seed_everything,
     seeded_generator,
-    set_lr,
-    train_one_epoch,
+    split_tensors,
 )
-
-
-def fit(
-    model: UMLModel,
-    institutions: list[Institution],
-    cfg: Config,
-    device: torch.device,
-    run: RunDir | None,
-    phase: str,
-    method: Method | None = None,
-    largest: int = 0,
-) -> tuple[dict[str, ModalityModel], dict[str, int], int]:
-    """Train ``model`` on all its modalities with Algorithm 1 (or ``method``'s objective).
-
-    ``largest``: the full batches of the run's largest institution (``train.steps_per_epoch=largest``).
-    Returns each modality's selected model, the epoch it was selected at, and the steps per epoch.
-    """
-    t = cfg.train
-    by_name = {inst.name: inst for inst in institutions}
-    streams = {}
-    for m in model.modalities:
-        x, y = split_tensors(by_name[m], "train")
-        streams[m] = BatchStream(x, y, t.batch_size, seeded_generator(cfg.seed, phase, m, "batches"), device)
-    val = {m: split_tensors(by_name[m], "val") for m in model.modalities}
-    method = method if method is not None else Method(cfg.method, model)
-    optimizer = make_optimizer(torch.nn.ModuleList([model, method.to(device)]), t.lr, t.weight_decay)
-    selection = {m: Selection(t.select_after) for m in model.modalities}
-    steps = epoch_steps(t.steps_per_epoch, streams, largest)
-    bar = tqdm(range(t.epochs), desc=phase, disable=not t.progress, leave=False, dynamic_ncols=True)
-    for epoch in bar:
-        lr = lr_at(t, epoch)
-        set_lr(optimizer, lr)
-        tic = time.perf_counter()
-        metrics = train_one_epoch(
-            model,
-            streams,
-            optimizer,
-            where=f"({phase}, epoch {epoch})",
-            method=method,
-            progress=(epoch / t.epochs, (epoch + 1) / t.epochs),
-            steps=steps,
-        )
-        train_s = time.perf_counter() - tic
-        row: dict[str, Any] = {"phase": phase, "epoch": epoch, "lr": lr, "train_s": train_s, **metrics}
-        for m in model.modalities:
-            row[f"val_acc/{m}"] = evaluate(model, *val[m], device, t.eval_batch_size, modality=m)["acc"]
-            selection[m].offer(epoch + 1, row[f"val_acc/{m}"], epoch, model.modality_model(m).state_dict)
-        if run is not None:
-            run.log(row)
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{m: f"{row[f'val_acc/{m}']:.2f}" for m in model.modalities})
-    selected, epochs = {}, {}
-    for m, sel in selection.items():
-        mm = copy.deepcopy(model.modality_model(m))
-        if sel.state is not None:
-            mm.load_state_dict(sel.state)
-        selected[m], epochs[m] = mm, sel.best_at if sel.state is not None else t.epochs - 1
-        if run is not None:
-            run.log({"phase": phase, "selected": m, "epoch": epochs[m], "val_acc": sel.best_acc if sel.state else None})
-    return selected, epochs, steps
-
-
-def largest_institution_batches(institutions: list[Institution], batch_size: int) -> int:
-    """Full batches of the largest training split among ``institutions`` (``train.steps_per_epoch=largest``)."""
-    return max(full_batches(len(i.split("train")), batch_size) for i in institutions)
 
 
 def _prepare(cfg: Config, institutions: list[Institution] | None) -> tuple[torch.device, RunDir, list[Institution]]:
@@ -140,7 +69,7 @@ def _train_and_evaluate(
     it was trained on, or (``members``: pooled training) on each institution of the pool, calibrated on
     that institution's own data."""
     phase = arm if len(model.modalities) > 1 else f"{arm}/{model.modalities[0]}"
-    selected, epochs, steps = fit(model, institutions, cfg, device, run, phase, method, largest)
+    selected, epochs, steps = fit(model, institutions, cfg, device, run.log, phase, method, largest)
     for trained in institutions:
         for inst in (members or {}).get(trained.name, [trained]):
             r = calibrate_and_evaluate(
@@ -248,7 +177,9 @@ def isca_arm(cfg: Config, institutions: list[Institution], device: torch.device,
         seed_everything(cfg.seed)
         model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), encoder_cfg).to(device)
         model.set_compute(compute_for(cfg.train, device), cfg.train.compile)
-        selected, epoch, steps[inst.name] = fit(model, [inst], cfg, device, run, f"unimodal/{inst.name}", None, largest)
+        selected, epoch, steps[inst.name] = fit(
+            model, [inst], cfg, device, run.log, f"unimodal/{inst.name}", None, largest
+        )
         encoders[inst.name], epochs[inst.name] = selected[inst.name], epoch[inst.name]
         data[inst.name] = Embedded(
             *(

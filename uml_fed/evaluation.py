@@ -28,12 +28,7 @@ from .config import Config, ModelConfig
 from .data import Institution
 from .model import ModalityModel
 from .results import checkpoint_payload
-from .train import evaluate
-
-
-def split_tensors(inst: Institution, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    s = inst.split(split)
-    return torch.from_numpy(s.images), torch.from_numpy(s.labels)
+from .train import evaluate, split_tensors
 
 
 def tracks_running_stats(model: torch.nn.Module) -> bool:

@@ -12,21 +12,25 @@ another; ``own`` = the model's own largest stream's full batches (one pass over 
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from .data import Institution
 from .methods.base import Method, NonFiniteLossError
-from .model import BACKBONE_PREFIX, Compute, UMLModel
+from .model import BACKBONE_PREFIX, Compute, ModalityModel, UMLModel
 
 if TYPE_CHECKING:
-    from .config import TrainConfig
+    from .config import Config, TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -279,3 +283,80 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def split_tensors(inst: Institution, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    s = inst.split(split)
+    return torch.from_numpy(s.images), torch.from_numpy(s.labels)
+
+
+def largest_institution_batches(institutions: list[Institution], batch_size: int) -> int:
+    """Full batches of the largest training split among ``institutions`` (``train.steps_per_epoch=largest``)."""
+    return max(full_batches(len(i.split("train")), batch_size) for i in institutions)
+
+
+def fit(
+    model: UMLModel,
+    institutions: list[Institution],
+    cfg: Config,
+    device: torch.device,
+    log: Callable[[dict[str, Any]], None] | None,
+    phase: str,
+    method: Method | None = None,
+    largest: int = 0,
+    epochs: int | None = None,
+    select_every: int = 1,
+) -> tuple[dict[str, ModalityModel], dict[str, int], int]:
+    """Train ``model`` on all its modalities with Algorithm 1 (or ``method``'s objective) for ``epochs``
+    (default ``train.epochs``), logging a row per epoch with ``log``.
+
+    Model selection (Table 7): after every ``select_every``-th epoch (a federated run's rounds: L) each
+    modality's validation accuracy is offered; the best among those after ``train.select_after`` epochs
+    is kept.  ``largest``: the full batches of the run's largest institution
+    (``train.steps_per_epoch=largest``).  Returns each modality's selected model, the epoch it was
+    selected at, and the steps per epoch.
+    """
+    t = cfg.train
+    by_name = {inst.name: inst for inst in institutions}
+    streams = {}
+    for m in model.modalities:
+        x, y = split_tensors(by_name[m], "train")
+        streams[m] = BatchStream(x, y, t.batch_size, seeded_generator(cfg.seed, phase, m, "batches"), device)
+    val = {m: split_tensors(by_name[m], "val") for m in model.modalities}
+    method = method if method is not None else Method(cfg.method, model)
+    optimizer = make_optimizer(torch.nn.ModuleList([model, method.to(device)]), t.lr, t.weight_decay)
+    selection = {m: Selection(t.select_after) for m in model.modalities}
+    steps = epoch_steps(t.steps_per_epoch, streams, largest)
+    total = epochs or t.epochs
+    bar = tqdm(range(total), desc=phase, disable=not t.progress, leave=False, dynamic_ncols=True)
+    for epoch in bar:
+        lr = lr_at(t, epoch)
+        set_lr(optimizer, lr)
+        tic = time.perf_counter()
+        metrics = train_one_epoch(
+            model,
+            streams,
+            optimizer,
+            where=f"({phase}, epoch {epoch})",
+            method=method,
+            progress=(epoch / total, (epoch + 1) / total),
+            steps=steps,
+        )
+        train_s = time.perf_counter() - tic
+        row: dict[str, Any] = {"phase": phase, "epoch": epoch, "lr": lr, "train_s": train_s, **metrics}
+        for m in model.modalities:
+            row[f"val_acc/{m}"] = evaluate(model, *val[m], device, t.eval_batch_size, modality=m)["acc"]
+            if (epoch + 1) % select_every == 0:
+                selection[m].offer(epoch + 1, row[f"val_acc/{m}"], epoch, model.modality_model(m).state_dict)
+        if log is not None:
+            log(row)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{m: f"{row[f'val_acc/{m}']:.2f}" for m in model.modalities})
+    selected, chosen = {}, {}
+    for m, sel in selection.items():
+        mm = copy.deepcopy(model.modality_model(m))
+        if sel.state is not None:
+            mm.load_state_dict(sel.state)
+        selected[m], chosen[m] = mm, sel.best_at if sel.state is not None else total - 1
+        if log is not None:
+            log({"phase": phase, "selected": m, "epoch": chosen[m], "val_acc": sel.best_acc if sel.state else None})
+    return selected, chosen, steps

@@ -27,6 +27,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "seed": "seed",
     "data-root": "data.root",
     "resume": "fed.resume",
+    "local-baseline": "fed.local_baseline",
 }
 ROUTE_KEYS = ("experiment", "overrides", "output-dir")  # read by the route itself / the ServerApp
 

@@ -143,6 +143,9 @@ class FedConfig:
     weighting: str = "uniform"  # uniform = 1/K (paper) | num_examples (Flower's default) | modality = 1/M per sensor
     projection_sharing: str = "none"  # none = projections private (paper) | modality = averaged within a sensor
     keep_optimizer_state: bool = True  # clients keep AdamW moments across rounds (in their private state)
+    # each institution also trains its own unimodal baseline in the final round (same budget, steps and
+    # selection; never sent), and the summary shows its gain; false saves that time
+    local_baseline: bool = True
     fraction_train: float = 1.0  # fraction of institutions sampled per round (seeded), in (0, 1]
     min_nodes: int = 0  # 0 = every institution in every round (a lost one is waited for); N = go on with >= N
     handshake_timeout: float = 120.0  # seconds to wait for every institution to connect and describe itself

@@ -46,7 +46,8 @@ class Experiment:
     preset: str  # paper scale: configs/experiment/<preset>.yaml, "{dataset}" = runner.dataset
     cpu: tuple[str, ...] = ()  # CPU scale: overrides of the embedded default
     figure: str | None = None  # bars | lines | None (table only)
-    matrix: bool = False  # report the pairwise "evaluated x supplementary" difference matrix (Table 2)
+    matrix: bool = False  # report the pairwise "evaluated x supplementary" difference matrix (Tables 1, 2)
+    regime: bool = False  # report the weaker modality's difference per group and x, with a verdict
     x_label: str = ""
     log_x: bool = False
 
@@ -111,6 +112,41 @@ def _table2(cfg: Config, scale: str) -> list[Arm]:
     return [Arm("unimodal", "unimodal")] + [
         Arm(f"uml [{a}+{b}]", "uml", (f"data.modalities=[{a},{b}]",)) for a, b in pairs
     ]
+
+
+def _table1(cfg: Config, scale: str) -> list[Arm]:
+    """Every pair of modalities at equal sizes, and each modality at 10 per class beside each other one
+    (at the configured size): the evaluated modality's change against its unimodal baseline of the
+    same run setting (equal steps: the baseline shares the pair's largest institution)."""
+    mods = list(cfg.data.modalities)
+    equal = f"{cfg.data.train_per_class} per class each"
+    arms = [Arm("unimodal", "unimodal", group=equal)]
+    arms += [
+        Arm(f"uml [{a}+{b}]", "uml", (f"data.modalities=[{a},{b}]",), group=equal)
+        for i, a in enumerate(mods)
+        for b in mods[i + 1 :]
+    ]
+    for e in mods:
+        group, low = f"{e} at 10 per class", f"+data.sizes.{e}.train_per_class=10"
+        other = next(m for m in mods if m != e)
+        arms.append(Arm("unimodal", "unimodal", (f"data.modalities=[{e},{other}]", low), group=group))
+        arms += [Arm(f"uml [{e}+{s}]", "uml", (f"data.modalities=[{e},{s}]", low), group=group) for s in mods if s != e]
+    return arms
+
+
+def _regime(cfg: Config, scale: str) -> list[Arm]:
+    """UML and unimodal over training size per class, at two widths."""
+    sizes = [10, 25, 50, 100] if cfg.data.source == "digits" else [25, 50, 100, 200]
+    arms = []
+    for width in (16, 32):
+        for n in sizes:
+            setting = (f"data.train_per_class={n}", "data.sizes={}", f"model.width={width}")
+            group = f"width {width}"
+            arms += [
+                Arm("unimodal", "unimodal", setting, x=n, group=group),
+                Arm("uml", "uml", setting, x=n, group=group),
+            ]
+    return arms
 
 
 def _institutions(cfg: Config, scale: str) -> list[Arm]:
@@ -205,6 +241,39 @@ EXPERIMENTS: dict[str, Experiment] = {
             "unrelated_auxiliary",
             cpu=("data.modalities=[s1,s2,objects]",),
             matrix=True,
+        ),
+        Experiment(
+            "table1",
+            "Table 1",
+            "real digits: the change of each evaluated modality's accuracy with each supplementary one, related "
+            "(digits8, MNIST) and unrelated (objects), at equal sizes and with the evaluated one at 10 per class",
+            _table1,
+            "digits_paper",
+            cpu=("data=digits", "data.modalities=[digits8,mnist,objects]"),
+            matrix=True,
+        ),
+        Experiment(
+            "regime",
+            "Regime",
+            "where the effect lives on the embedded data: the weaker modality's change over training size "
+            "per class, at widths 16 and 32",
+            _regime,
+            "{dataset}_bimodal_full",
+            figure="lines",
+            x_label="training samples per class",
+            regime=True,
+        ),
+        Experiment(
+            "regime-digits",
+            "Regime (digits)",
+            "where the effect lives on real digits (digits8 with MNIST): the weaker modality's change over "
+            "training size per class, at widths 16 and 32",
+            _regime,
+            "digits_paper",
+            cpu=("data=digits",),
+            figure="lines",
+            x_label="training samples per class",
+            regime=True,
         ),
         Experiment(
             "institutions",

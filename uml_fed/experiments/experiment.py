@@ -142,9 +142,11 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
             "## Change of the evaluated modality's accuracy with each supplementary modality "
             "(pp: mean [95 % CI], seeds > 0)",
             "",
-            rep.pair_matrix(table),
+            rep.pair_matrices(table),
             "",
         ]
+    if exp.regime:
+        lines += ["## Where the effect lives: the weaker modality, per setting", "", rep.regime_table(table), ""]
     if exp.figure:
         rep.plot(
             table, exp.figure, out / "figure.png", LABELS, f"{exp.paper} ({meta['variant']})", exp.x_label, exp.log_x

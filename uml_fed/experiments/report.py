@@ -251,14 +251,23 @@ def plot(table: Table, kind: str, path: Path, names: dict[str, str], title: str,
         ax.set_xticklabels(insts, rotation=30 if len(insts) > 4 else 0)
     else:
         fig, axes = plt.subplots(1, len(insts), figsize=(4.2 * len(insts), 3.6), squeeze=False)
+        groups = list(dict.fromkeys(table.group[k] for k in table.values))
+        curves = [
+            (s, g)
+            for s in names
+            for g in groups
+            if any(table.series[k] == s and table.group[k] == g for k in table.values)
+        ]
         for ax, inst in zip(axes[0], insts):
-            for c, s in enumerate(names):
-                keys = sorted((k for k in table.values if table.series[k] == s), key=lambda k: table.x[k] or 0)
-                if not keys:
-                    continue
+            for c, (s, g) in enumerate(curves):
+                label = f"{names[s]} [{g}]" if g else names[s]
+                keys = sorted(
+                    (k for k in table.values if table.series[k] == s and table.group[k] == g),
+                    key=lambda k: table.x[k] or 0,
+                )
                 if table.x[keys[0]] is None:
                     m, _ = mean_std(table.samples(keys[0], inst))
-                    ax.axhline(100 * m, color=f"C{c}", ls=":", label=names[s])
+                    ax.axhline(100 * m, color=f"C{c}", ls=":", label=label)
                     continue
                 xs = [table.x[k] for k in keys]
                 ms = [mean_std(table.samples(k, inst)) for k in keys]
@@ -269,7 +278,7 @@ def plot(table: Table, kind: str, path: Path, names: dict[str, str], title: str,
                     color=f"C{c}",
                     marker="o",
                     capsize=3,
-                    label=names[s],
+                    label=label,
                 )
             if log_x:
                 ax.set_xscale("log")
@@ -289,16 +298,46 @@ def plot(table: Table, kind: str, path: Path, names: dict[str, str], title: str,
     return path
 
 
-def pair_matrix(table: Table) -> str:
-    """Table 2: rows = evaluated institution, columns = supplementary one; cells = UML(pair) - unimodal."""
+def pair_matrices(table: Table) -> str:
+    """Tables 1 and 2: per setting (group), rows = evaluated institution, columns = supplementary one;
+    cells = UML(pair) - the setting's unimodal baseline, for the evaluated institution."""
     insts = table.institutions
+    out = []
+    for group in dict.fromkeys(table.group[k] for k in table.values):
+        rows = []
+        for ev in insts:
+            cells = []
+            for sup in insts:
+                pair = (f"uml [{ev}+{sup}]", f"uml [{sup}+{ev}]")
+                key = next((k for k in table.values if table.series[k] in pair and table.group[k] == group), None)
+                ref = reference_of(table, key) if key else None
+                cells.append("-" if ev == sup or key is None or ref is None else paired(table.diff(key, ref, ev)))
+            rows.append([ev, *cells])
+        if any(c != "-" for r in rows for c in r[1:]):
+            title = f"**{group}**\n\n" if group else ""
+            out.append(title + markdown_table(["evaluated \\ supplementary", *insts], rows))
+    return "\n\n".join(out)
+
+
+def regime_table(table: Table) -> str:
+    """The weaker modality (lower mean unimodal accuracy) per setting and x: UML's paired difference, its
+    interval, and what the interval says (its sign, or no effect detected)."""
+    refs = [k for k in table.values if table.series[k] == "unimodal"]
+    mean_acc = {i: statistics.fmean(v for k in refs for v in table.samples(k, i)) for i in table.institutions}
+    weak = min(mean_acc, key=mean_acc.get)
     rows = []
-    for ev in insts:
-        cells = []
-        for sup in insts:
-            key = next((k for k in table.values if table.series[k] in (f"uml [{ev}+{sup}]", f"uml [{sup}+{ev}]")), None)
-            cells.append(
-                "-" if ev == sup or key is None else paired(table.diff(key, reference_of(table, key) or "unimodal", ev))
-            )
-        rows.append([ev, *cells])
-    return markdown_table(["evaluated \\ supplementary", *insts], rows)
+    umls = sorted(
+        (k for k in table.values if table.series[k] == "uml"), key=lambda k: (table.group[k], table.x[k] or 0)
+    )
+    for k in umls:
+        ref = reference_of(table, k)
+        d = table.diff(k, ref, weak) if ref else []
+        if not d:
+            continue
+        _, lo, hi = interval(d)
+        verdict = "helps (interval > 0)" if lo > 0 else "hurts (interval < 0)" if hi < 0 else "no effect detected"
+        base = statistics.fmean(table.samples(ref, weak))
+        rows.append([table.group[k], f"{table.x[k]:g}", f"{100 * base:.2f}", paired(d), verdict])
+    head = ["setting", "x", f"unimodal {weak} (%)", f"Δ {weak} (pp: mean [95 % CI], seeds > 0)", "verdict"]
+    lead = f"The weaker modality here: {weak} (mean unimodal accuracy over all settings {100 * mean_acc[weak]:.2f} %)."
+    return lead + "\n\n" + markdown_table(head, rows)

@@ -15,6 +15,7 @@ with r x L > ``train.select_after``.  If no round qualifies, the final model is 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping
 from logging import ERROR, WARNING
@@ -27,8 +28,16 @@ from flwr.common.logger import log
 
 from ..config import Config
 from ..data import Institution, modality_of
-from ..evaluation import calibrate_and_evaluate, split_tensors
-from ..model import UMLModel, backbone_state, load_backbone_state, load_private_state, private_state, projection_state
+from ..evaluation import calibrate_and_evaluate
+from ..model import (
+    UMLModel,
+    backbone_state,
+    build_unimodal,
+    load_backbone_state,
+    load_private_state,
+    private_state,
+    projection_state,
+)
 from ..results import ArtifactError, save_checkpoint
 from ..train import (
     BatchStream,
@@ -38,11 +47,13 @@ from ..train import (
     derived_seed,
     epoch_steps,
     evaluate,
+    fit,
     lr_at,
     make_optimizer,
     resolve_device,
     seeded_generator,
     set_lr,
+    split_tensors,
     train_one_epoch,
 )
 from . import records
@@ -228,6 +239,7 @@ class InstitutionClient:
             seeded_generator(self.cfg.seed, "calibrate", self.name),
             extra={"selected-round": self.selection.best_at, "final-round": rnd},
         )
+        own = self.own_baseline(int(content[records.CONFIG].get("largest-batches", 0)), rnd)
         saved = 1
         try:  # the numbers go back to the server even when the institution's disk cannot take the model
             save_checkpoint(self.store.path / "model.pt", r.pop("checkpoint"))  # type: ignore[union-attr]
@@ -251,11 +263,46 @@ class InstitutionClient:
                     "channels-last": int(self.model.compute.channels_last),
                     "threads": torch.get_num_threads(),
                     "selected-round": int(self.selection.best_at if self.selection.state is not None else rnd),
+                    **own,
                     "calibration-time-s": float(r["calibration_s"]),
                     "calibrate-and-evaluate-time-s": float(time.perf_counter() - tic),
                 }
             )
         )
+
+    def own_baseline(self, largest: int, rounds: int) -> dict[str, float]:
+        """What the institution could reach alone (``fed.local_baseline``): its unimodal ResNet-18 trained
+        on its own training split with the federated model's budget and selection rule -- R x L epochs,
+        the same steps per epoch and learning-rate schedule, a validation check after every round's L
+        epochs, the best after ``train.select_after`` -- and evaluated as the unimodal baseline is.  Its
+        weights never leave the institution; only its accuracies go in the reply."""
+        if not self.cfg.fed.local_baseline:
+            return {}
+        model_cfg = copy.copy(self.cfg.model)
+        model_cfg.track_running_stats = self.cfg.train.unimodal_bn == "ordinary"
+        torch.manual_seed(derived_seed(self.cfg.seed, "own baseline", self.name))
+        model = build_unimodal(self.inst.in_channels, self.name, len(self.inst.classes), model_cfg).to(self.device)
+        model.set_compute(compute_for(self.cfg.train, self.device), self.cfg.train.compile)
+        tic = time.perf_counter()
+        selected, _, _ = fit(
+            model,
+            [self.inst],
+            self.cfg,
+            self.device,
+            None,
+            f"own baseline/{self.name}",
+            largest=largest,
+            epochs=rounds * self.cfg.fed.local_epochs,
+            select_every=self.cfg.fed.local_epochs,
+        )
+        r = calibrate_and_evaluate(
+            selected[self.name], self.inst, self.cfg, self.device, seeded_generator(self.cfg.seed, "own", self.name)
+        )
+        return {
+            "own-val-acc": r["val_acc"],
+            "own-test-acc": r["test_acc"],
+            "own-time-s": float(time.perf_counter() - tic),
+        }
 
 
 def projection_params(model: UMLModel, name: str) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from ..config import Config, num_rounds
 from ..model import Backbone, backbone_state
-from ..results import RunDir, summary_table
+from ..results import RunDir, gain_table, summary_table
 from ..train import full_batches, seed_everything
 from . import records
 from .federation import Federation, RunFailed, exchange, handshake, one_line
@@ -172,7 +172,9 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
 
     tic = time.perf_counter()
     federation.refresh(cfg.fed.handshake_timeout)
-    config = ConfigRecord({"server-round": rounds, "run-key": key, "output-dir": cfg.output_dir})
+    config = ConfigRecord(
+        {"server-round": rounds, "run-key": key, "output-dir": cfg.output_dir, "largest-batches": largest}
+    )
     content = RecordDict({records.BACKBONE: backbone, records.CONFIG: config})
     replies = federation.query(records.CALIBRATE, content, expected, cfg.fed.round_timeout)
     results: dict[str, Any] = {
@@ -207,9 +209,10 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
         )
         if not msg.content[records.METRICS]["model-saved"]:
             results.setdefault("unsaved", {})[who] = "model.pt could not be written on its own disk (see its log)"
-        results["modalities"][who] = {
-            "fed": {**calibrate_entry(dict(msg.content[records.METRICS])), "steps_per_epoch": steps}
-        }
+        metrics = dict(msg.content[records.METRICS])
+        results["modalities"][who] = {"fed": {**calibrate_entry(metrics), "steps_per_epoch": steps}}
+        if "own-test-acc" in metrics:
+            results["modalities"][who]["own"] = own_entry(metrics, cfg, steps)
     results["train_s"] = train_s
     results["calibrate_round_s"] = time.perf_counter() - tic
     results["wall_time_s"] = time.perf_counter() - start
@@ -217,10 +220,24 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
     results["run_dir"] = str(run.path)
     run.write_results(results)
     print(summary_table(results), flush=True)
+    if cfg.fed.local_baseline:
+        print(gain_table(results), flush=True)
     if results["failures"]:
         print(f"failures: {results['failures']}", flush=True)
     print(f"run directory: {run.path}", flush=True)
     return results
+
+
+def own_entry(m: dict[str, Any], cfg: Config, steps: int | None) -> dict[str, Any]:
+    """The institution's own unimodal baseline (``fed.local_baseline``), evaluated as the unimodal arm is."""
+    reported = "running_stats" if cfg.train.unimodal_bn == "ordinary" else "calibrated"
+    return {
+        "bn": "tracked" if reported == "running_stats" else "static",
+        "reported": reported,
+        reported: {"val_acc": m["own-val-acc"], "test_acc": m["own-test-acc"]},
+        "train_s": m["own-time-s"],
+        "steps_per_epoch": steps,
+    }
 
 
 def calibrate_entry(m: dict[str, Any]) -> dict[str, Any]:

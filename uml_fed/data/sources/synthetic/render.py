@@ -140,9 +140,10 @@ def render_sar(
 
 
 def render_objects(labels: np.ndarray, bands: list[str], size: int, rng: np.random.Generator) -> np.ndarray:
-    """8-bit RGB-like pictures of one of six shapes (disc, square, triangle, ring, cross, stripes) per
-    label, at a random place, size, angle and colour on a textured background: a modality whose
-    classes share the label indices with the land-cover classes but none of their meaning."""
+    """8-bit RGB-like pictures of one of ten shapes (disc, square, triangle, ring, cross, stripes,
+    ellipse, diamond, two discs, half disc) per label, at a random place, size, angle and colour on a
+    textured background: a modality whose classes share the label indices with the land-cover classes
+    (the first six) or the digits (all ten) but none of their meaning."""
     n = len(labels)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / (size - 1) * 2.0 - 1.0
     cx, cy = (rng.uniform(-0.3, 0.3, n)[:, None, None] for _ in range(2))
@@ -158,6 +159,10 @@ def render_objects(labels: np.ndarray, bands: list[str], size: int, rng: np.rand
         (r > 0.55) & (r < 1.0),
         ((np.abs(u) < 0.25) & (np.abs(v) < 1.0)) | ((np.abs(v) < 0.25) & (np.abs(u) < 1.0)),
         np.sin(3.0 * np.pi * u) > 0.0,
+        np.hypot(u, 2.0 * v) < 1.0,
+        np.abs(u) + np.abs(v) < 0.9,
+        (np.hypot(u - 0.45, v) < 0.4) | (np.hypot(u + 0.45, v) < 0.4),
+        (r < 1.0) & (v > 0.0),
     ]
     mask = np.choose(labels[:, None, None], shapes)
     fg, bg = rng.uniform(0, 255, (n, 3)), rng.uniform(0, 255, (n, 3))
