@@ -58,12 +58,20 @@ def run_experiment(name: str, overrides: list[str], log=print) -> dict[str, Any]
             "seeds": list(cfg.runner.seeds),
             "code": code_fingerprint(),
             "machine": machine(),
+            "threads": cfg.runner.threads,
+            "parallel": cfg.runner.parallel,
             "this_invocation_s": time.perf_counter() - start,
         },
     )
     write_index(reports)
     log(f"[experiment] report: {out / 'report.md'}")
     return payload
+
+
+def _compute_line(r: dict[str, Any]) -> str:
+    if "threads" not in r:  # a report that recorded only the torch threads of the process that wrote it
+        return f"{r['machine']['cpus']} threads"
+    return f"{r['machine']['cpus']} CPUs, {r['threads']} torch threads per run, {r['parallel']} side by side"
 
 
 def write_index(reports: Path) -> Path:
@@ -83,7 +91,7 @@ def write_index(reports: Path) -> Path:
             f"`{r['command']}`",
             "",
             f"Seeds {r['seeds']}, code `{r['code']}`, {r['compute_s'] / 60:.0f} min of training on "
-            f"{r['machine']['platform']} ({r['machine']['cpus']} threads, GPU: {r['machine']['cuda'] or 'none'}).",
+            f"{r['machine']['platform']} ({_compute_line(r)}, GPU: {r['machine']['cuda'] or 'none'}).",
             "",
         ]
     index = reports / "README.md"
@@ -117,7 +125,8 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
         f"of the runs: {', '.join(f'`{c}`' for c in sorted({r.results.get('code', '?') for r in runs}))}); "
         "do not edit by hand.",
         "",
-        f"Machine: {meta['machine']['platform']}, {meta['machine']['cpus']} torch threads, "
+        f"Machine: {meta['machine']['platform']}, {meta['machine']['cpus']} CPUs; every run on {meta['threads']} "
+        f"torch threads (runner.threads), {meta['parallel']} side by side (runner.parallel); "
         f"torch {meta['machine']['torch']}, GPU: {meta['machine']['cuda'] or 'none'}. "
         f"Training time of all runs: {compute_s / 60:.1f} min; this invocation: {meta['this_invocation_s'] / 60:.1f} min.",
         "",
