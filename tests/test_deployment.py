@@ -202,7 +202,7 @@ def test_an_institution_killed_mid_run_does_not_stop_the_others(tmp_path):
                     "overrides": " ".join(tiny_overrides("train.num_threads=1", "fed.round_timeout=30")),
                 },
             ),
-            timeout=300,
+            timeout=420,
             on_line=kill_after_round_1,
         )
     assert not dep.alive()

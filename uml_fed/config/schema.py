@@ -149,7 +149,7 @@ class FedConfig:
     fraction_train: float = 1.0  # fraction of institutions sampled per round (seeded), in (0, 1]
     min_nodes: int = 0  # 0 = every institution in every round (a lost one is waited for); N = go on with >= N
     handshake_timeout: float = 120.0  # seconds to wait for every institution to connect and describe itself
-    round_timeout: float = 3600.0  # seconds the server waits for a round's replies
+    round_timeout: float = 3600.0  # seconds to wait for a round's replies; x (R + 1) for the own baselines' round
     rejoin_timeout: float = 600.0  # min_nodes=0: seconds to wait for a lost institution, then the run fails
     poll_interval: float = 0.1  # seconds between the server's pulls for replies
     error_detail: str = "auto"  # what a failing client tells the server: full | type | auto = type when deployed

@@ -176,7 +176,9 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
         {"server-round": rounds, "run-key": key, "output-dir": cfg.output_dir, "largest-batches": largest}
     )
     content = RecordDict({records.BACKBONE: backbone, records.CONFIG: config})
-    replies = federation.query(records.CALIBRATE, content, expected, cfg.fed.round_timeout)
+    # the own baselines train R x L epochs inside this round: as long as the R training rounds
+    timeout = cfg.fed.round_timeout * (rounds + 1 if cfg.fed.local_baseline else 1)
+    replies = federation.query(records.CALIBRATE, content, expected, timeout)
     results: dict[str, Any] = {
         "mode": "federated",
         "status": "finished",
