@@ -27,9 +27,11 @@ from .data import Institution, Split, canonical_order, load_institutions, modali
 from .evaluation import calibrate_and_evaluate
 from .methods import Method, build_method
 from .methods.isca import Embedded, embed, fit_maps, isca_model
-from .model import UMLModel, build_unimodal
+from .model import UMLModel
 from .results import ArtifactError, RunDir, summary_table
 from .train import (
+    baseline_model_cfg,
+    build_baseline,
     compute_for,
     compute_record,
     fit,
@@ -169,14 +171,12 @@ def isca_arm(cfg: Config, institutions: list[Institution], device: torch.device,
     batches), frozen; linear maps and a classifier fitted on the fixed embeddings; then evaluated and
     saved like every other modality model."""
     tic = time.perf_counter()
-    encoder_cfg = copy.copy(cfg.model)
-    encoder_cfg.track_running_stats = cfg.train.unimodal_bn == "ordinary"
+    encoder_cfg = baseline_model_cfg(cfg)
     largest = largest_institution_batches(institutions, cfg.train.batch_size)
     encoders, epochs, steps, data = {}, {}, {}, {}
     for inst in institutions:
         seed_everything(cfg.seed)
-        model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), encoder_cfg).to(device)
-        model.set_compute(compute_for(cfg.train, device), cfg.train.compile)
+        model = build_baseline(inst, cfg, device)
         selected, epoch, steps[inst.name] = fit(
             model, [inst], cfg, device, run.log, f"unimodal/{inst.name}", None, largest
         )
@@ -223,13 +223,10 @@ def unimodal_arm(
     (static BN + Algorithm 2, like UML).
     """
     tic = time.perf_counter()
-    model_cfg = copy.copy(cfg.model)
-    model_cfg.track_running_stats = cfg.train.unimodal_bn == "ordinary"
     largest = largest_institution_batches(institutions, cfg.train.batch_size)
     for inst in institutions:
         seed_everything(cfg.seed)
-        model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), model_cfg).to(device)
-        model.set_compute(compute_for(cfg.train, device), cfg.train.compile)
+        model = build_baseline(inst, cfg, device)
         _train_and_evaluate(arm, model, [inst], cfg, device, run, results, largest=largest)
     results[f"{arm}_s"] = time.perf_counter() - tic
 

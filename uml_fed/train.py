@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from .data import Institution
 from .methods.base import Method, NonFiniteLossError
-from .model import BACKBONE_PREFIX, Compute, ModalityModel, UMLModel
+from .model import BACKBONE_PREFIX, Compute, ModalityModel, UMLModel, build_unimodal
 
 if TYPE_CHECKING:
-    from .config import Config, TrainConfig
+    from .config import Config, ModelConfig, TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -288,6 +288,21 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
 def split_tensors(inst: Institution, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     s = inst.split(split)
     return torch.from_numpy(s.images), torch.from_numpy(s.labels)
+
+
+def baseline_model_cfg(cfg: Config) -> ModelConfig:
+    """The model config of every unimodal baseline: BN as ``train.unimodal_bn`` says (``ordinary``:
+    running statistics, Table 7; ``calibrated``: static BN + Algorithm 2, like UML)."""
+    model_cfg = copy.copy(cfg.model)
+    model_cfg.track_running_stats = cfg.train.unimodal_bn == "ordinary"
+    return model_cfg
+
+
+def build_baseline(inst: Institution, cfg: Config, device: torch.device) -> UMLModel:
+    """``inst``'s unimodal ResNet-18 (all blocks private) on ``device``, computing as ``cfg.train`` says."""
+    model = build_unimodal(inst.in_channels, inst.name, len(inst.classes), baseline_model_cfg(cfg)).to(device)
+    model.set_compute(compute_for(cfg.train, device), cfg.train.compile)
+    return model
 
 
 def largest_institution_batches(institutions: list[Institution], batch_size: int) -> int:

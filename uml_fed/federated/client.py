@@ -15,7 +15,6 @@ with r x L > ``train.select_after``.  If no round qualifies, the final model is 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Mapping
 from logging import ERROR, WARNING
@@ -32,7 +31,6 @@ from ..evaluation import calibrate_and_evaluate
 from ..model import (
     UMLModel,
     backbone_state,
-    build_unimodal,
     load_backbone_state,
     load_private_state,
     private_state,
@@ -43,6 +41,7 @@ from ..train import (
     BatchStream,
     Proximal,
     Selection,
+    build_baseline,
     compute_for,
     derived_seed,
     epoch_steps,
@@ -278,11 +277,8 @@ class InstitutionClient:
         weights never leave the institution; only its accuracies go in the reply."""
         if not self.cfg.fed.local_baseline:
             return {}
-        model_cfg = copy.copy(self.cfg.model)
-        model_cfg.track_running_stats = self.cfg.train.unimodal_bn == "ordinary"
         torch.manual_seed(derived_seed(self.cfg.seed, "own baseline", self.name))
-        model = build_unimodal(self.inst.in_channels, self.name, len(self.inst.classes), model_cfg).to(self.device)
-        model.set_compute(compute_for(self.cfg.train, self.device), self.cfg.train.compile)
+        model = build_baseline(self.inst, self.cfg, self.device)
         tic = time.perf_counter()
         selected, _, _ = fit(
             model,
@@ -299,6 +295,7 @@ class InstitutionClient:
             selected[self.name], self.inst, self.cfg, self.device, seeded_generator(self.cfg.seed, "own", self.name)
         )
         return {
+            "own-tracked-bn": int(r["bn"] == "tracked"),
             "own-val-acc": r["val_acc"],
             "own-test-acc": r["test_acc"],
             "own-time-s": float(time.perf_counter() - tic),

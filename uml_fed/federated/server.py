@@ -214,7 +214,7 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
         metrics = dict(msg.content[records.METRICS])
         results["modalities"][who] = {"fed": {**calibrate_entry(metrics), "steps_per_epoch": steps}}
         if "own-test-acc" in metrics:
-            results["modalities"][who]["own"] = own_entry(metrics, cfg, steps)
+            results["modalities"][who]["own"] = own_entry(metrics, steps)
     results["train_s"] = train_s
     results["calibrate_round_s"] = time.perf_counter() - tic
     results["wall_time_s"] = time.perf_counter() - start
@@ -230,9 +230,9 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
     return results
 
 
-def own_entry(m: dict[str, Any], cfg: Config, steps: int | None) -> dict[str, Any]:
+def own_entry(m: dict[str, Any], steps: int | None) -> dict[str, Any]:
     """The institution's own unimodal baseline (``fed.local_baseline``), evaluated as the unimodal arm is."""
-    reported = "running_stats" if cfg.train.unimodal_bn == "ordinary" else "calibrated"
+    reported = "running_stats" if m["own-tracked-bn"] else "calibrated"
     return {
         "bn": "tracked" if reported == "running_stats" else "static",
         "reported": reported,
