@@ -102,7 +102,10 @@ def pool(institutions: list[Institution], name: str) -> Institution:
         )
         for s in first.splits
     }
-    return Institution(name=name, bands=first.bands, classes=first.classes, splits=splits, source=first.source)
+    return Institution(
+        name=name, bands=first.bands, classes=first.classes, splits=splits, source=first.source,
+        pixel_size_m=first.pixel_size_m,
+    )  # fmt: skip
 
 
 def _new_results(cfg: Config, mode: str, institutions: list[Institution], device: torch.device) -> dict[str, Any]:

@@ -8,6 +8,10 @@
     uml-fed experiment NAME [overrides]        a paper table/figure over seeds (--list: the experiments)
     uml-fed prepare-data [hydra overrides]     decode a real archive once into the per-institution cache
     uml-fed predict CHECKPOINT IMAGE...        unimodal inference with a saved calibrated checkpoint
+    uml-fed map CHECKPOINT SCENE... --out MAP.tif
+                                               a whole scene classified into a georeferenced map (--help)
+    uml-fed scene OUT.tif --modality s2 --size 2048 --labels LABELS.tif
+                                               a synthetic scene with known land cover, to map and score
 
 Hydra overrides and ``--multirun`` work as usual, e.g.
 ``uml-fed centralized seed=1 model.width=32`` or ``uml-fed centralized --multirun seed=0,1,2``.
@@ -164,11 +168,12 @@ def main(argv: list[str] | None = None) -> None:
         with user_errors(f"uml-fed {cmd}"):
             (_experiment if cmd == "experiment" else _federated)(rest)
         return
-    if cmd == "predict":
+    if cmd in ("predict", "map", "scene"):
+        from .mapping.command import map_main, scene_main
         from .predict import main as predict_main
 
         with user_errors(f"uml-fed {cmd}"):
-            predict_main(rest)
+            {"predict": predict_main, "map": map_main, "scene": scene_main}[cmd](rest)
         return
     if cmd not in COMMANDS:
         print(f"uml-fed: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)

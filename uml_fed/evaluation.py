@@ -86,6 +86,8 @@ def calibrate_and_evaluate(
         mean=inst.mean,
         std=inst.std,
         calibrated=reported == "calibrated" and t.bn_cal_epochs > 0,
+        patch_size=int(inst.split("train").images.shape[-1]),
+        pixel_size_m=inst.pixel_size_m,
         extra=extra,
     )
     return out

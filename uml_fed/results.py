@@ -126,9 +126,13 @@ def checkpoint_payload(
     mean: np.ndarray | None,
     std: np.ndarray | None,
     calibrated: bool,
+    patch_size: int | None = None,
+    pixel_size_m: float | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A self-contained unimodal model: projection + backbone + (calibrated) BN statistics + metadata."""
+    """A self-contained unimodal model: projection + backbone + (calibrated) BN statistics + metadata
+    (``patch_size``: the side of its training patches in pixels; ``pixel_size_m``: their ground
+    sampling, None when not geographic: what ``uml-fed map`` tiles a scene with and checks it against)."""
     return {
         "format": CHECKPOINT_FORMAT,
         "modality": modality,
@@ -138,6 +142,8 @@ def checkpoint_payload(
         "mean": None if mean is None else np.asarray(mean).tolist(),
         "std": None if std is None else np.asarray(std).tolist(),
         "calibrated": calibrated,
+        "patch_size": patch_size,
+        "pixel_size_m": pixel_size_m,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }

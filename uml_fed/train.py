@@ -33,12 +33,12 @@ if TYPE_CHECKING:
     from .config import Config, ModelConfig, TrainConfig
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine; use 'auto' or 'cpu'")
+        raise ValueError(f"{key}={name!r} but CUDA is not available on this machine; use 'auto' or 'cpu'")
     return dev
 
 

@@ -80,6 +80,7 @@ class Institution:
     std: np.ndarray | None = None  # per-band normalisation std
     source: str = ""
     modality: str = ""  # institutions of one modality share band names (one projection shape); "" = name
+    pixel_size_m: float | None = None  # ground sampling of the patches in metres; None = not geographic / unknown
 
     def __post_init__(self) -> None:
         if not self.modality:

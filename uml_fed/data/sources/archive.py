@@ -77,6 +77,7 @@ class RealSource(Source):
     layout: str = ""
     meta_columns: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
+    ground_sampling_m: float | None = 10.0  # metres per pixel at a sensor's native patch side; None = unknown
 
     @classmethod
     def from_config(
@@ -163,6 +164,12 @@ class RealSource(Source):
 
     def out_size(self, sensor: str) -> int:
         return self.resize or self.sensors[sensor].size
+
+    def pixel_size_m(self, sensor: str) -> float | None:
+        """Metres per pixel of the patches delivered for ``sensor`` (``data.resize`` coarsens them)."""
+        if self.ground_sampling_m is None:
+            return None
+        return self.ground_sampling_m * self.sensors[sensor].size / self.out_size(sensor)
 
     def native_size(self, side: int) -> tuple[int, int] | None:
         """The H x W a file must have (``side`` x ``side``), or ``None`` under ``data.resize``, which
@@ -286,8 +293,14 @@ def _build_root(
         if load:
             out.append(
                 Institution(
-                    spec.name, list(spec.bands), list(plan.classes), splits, source=source.name, modality=spec.modality
-                )
+                    spec.name,
+                    list(spec.bands),
+                    list(plan.classes),
+                    splits,
+                    source=source.name,
+                    modality=spec.modality,
+                    pixel_size_m=source.pixel_size_m(spec.sensor),
+                )  # fmt: skip
             )
         report["institutions"][spec.name] = {
             "modality": spec.modality, "part": spec.part, "cache": state, "cache_dir": str(entry.dir),

@@ -71,6 +71,7 @@ class FolderSource(RealSource):
     name = "folder"
     options = ("cache_dir", "skip_unreadable")
     coregistered = False  # modalities hold different files; only equal stems are one scene
+    ground_sampling_m = None  # the user's own images: the map command takes the scene's resolution as given
     layout = (
         "  <root>/<modality>/<Class>/<name>.tif|.png|.jpg|.npy   (one folder per modality in data.modalities,\n"
         "  one sub-folder per class; .npy arrays are C x H x W; same <name> in two modalities = same scene)"

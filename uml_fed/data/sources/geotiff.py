@@ -124,3 +124,33 @@ def raster_header(path: Path, what: str) -> tuple[int, int, int, str]:
             f"{what}: cannot read {str(path)!r}: truncated, corrupt or not a raster ({one_line(e)}); "
             "data.skip_unreadable=true skips unreadable files"
         ) from e
+
+
+NODATA_CLASS = 255  # the nodata value of a class raster (uint8: at most 255 classes)
+# class colours (RGB) of class rasters, in class-index order: the embedded land-cover classes first
+# (arable, broad-leaved, coniferous, water, pastures, urban), then distinct colours for more classes
+PALETTE = [
+    (230, 200, 90), (60, 160, 60), (20, 90, 50), (40, 90, 200), (170, 220, 120), (200, 40, 40),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (255, 127, 14),
+    (148, 103, 189), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148),
+    (247, 182, 210), (219, 219, 141),
+]  # fmt: skip
+
+
+def class_colours(n: int) -> dict[int, tuple[int, int, int, int]]:
+    """RGBA per class index (the palette repeats past its length) and a transparent nodata."""
+    colours = {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(n)}
+    colours[NODATA_CLASS] = (0, 0, 0, 0)
+    return colours
+
+
+def write_class_metadata(dst: rasterio.io.DatasetWriter, classes: list[str], description: str) -> None:
+    """A class raster's colour table, class names (tags ``CLASSES`` as JSON and ``CLASS_<i>``) and band
+    description, so that QGIS shows it with names and colours."""
+    import json
+
+    if len(classes) >= NODATA_CLASS:
+        raise DataError(f"{len(classes)} classes do not fit a uint8 class raster (at most {NODATA_CLASS - 1})")
+    dst.write_colormap(1, class_colours(len(classes)))
+    dst.update_tags(CLASSES=json.dumps(classes), **{f"CLASS_{i}": c for i, c in enumerate(classes)})
+    dst.set_band_description(1, description)

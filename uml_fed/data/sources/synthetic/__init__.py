@@ -108,6 +108,9 @@ __all__ = [
 ]  # fmt: skip
 
 
+PIXEL_SIZE_M = 10.0  # every synthetic pixel is a 10 m ground cell (Sentinel-2's finest bands)
+
+
 def _stable_seed(*parts: object) -> list[int]:
     return [zlib.crc32(str(p).encode()) for p in parts]
 
@@ -179,8 +182,9 @@ def load_synthetic(
                 parts[unit] = _cut(splits, data, seed, unit, [s.name for s in specs if unit_of(s) == unit])
             splits = {s: _rows(splits[s], idx) for s, idx in parts[unit][spec.part].items()}
         inst = Institution(
-            spec.name, list(spec.bands), list(CLASSES), splits, source="synthetic", modality=spec.modality
-        )
+            spec.name, list(spec.bands), list(CLASSES), splits, source="synthetic", modality=spec.modality,
+            pixel_size_m=PIXEL_SIZE_M,
+        )  # fmt: skip
         out.append(normalize_institution(inst, constant_bands=data.constant_bands))
     return out
 

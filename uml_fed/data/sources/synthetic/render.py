@@ -10,6 +10,8 @@ from .scenes import BROADLEAF, NSEG, SOIL, URBAN, WATER, smooth_field
 
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
 S2_GSD = {"B01": 60, "B09": 60, "B10": 60, "B05": 20, "B06": 20, "B07": 20, "B8A": 20, "B11": 20, "B12": 20}
+# pixels of 10 m averaged into one pixel of a coarser band (60 m bands simplified to 4 x 4 = 40 m)
+GSD_BLOCK = {20: 2, 60: 4}
 # Surface reflectance per material (rows) at the 13 band centres (columns, S2_BANDS order).
 S2_REFLECTANCE = np.array(
     [
@@ -107,7 +109,7 @@ def render_optical(
     out = np.empty((n, len(bands), h, w), dtype=np.float32)
     for c, b in zip(range(len(bands)), idx):
         band = refl[..., b] * texture * gain
-        band = _block_mean(band, {20: 2, 60: 4}.get(S2_GSD.get(S2_BANDS[b], 10), 1))
+        band = _block_mean(band, GSD_BLOCK.get(S2_GSD.get(S2_BANDS[b], 10), 1))
         sigma = (0.002 + band / 150.0) * snr_scale
         band = band + sigma * rng.standard_normal(band.shape)
         out[:, c] = np.clip(band, 0.0, 1.0) * 10000.0
