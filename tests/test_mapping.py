@@ -118,6 +118,25 @@ def test_per_band_files_equal_the_stacked_file(checkpoints, tmp_path):
     np.testing.assert_array_equal(_read(tmp_path / "p_stack.tif")[0], _read(tmp_path / "p_bands.tif")[0])
 
 
+def test_cog_output_and_an_explicit_band_order_give_the_same_map(checkpoints, tmp_path):
+    scene, _ = _scene(tmp_path / "scene.tif", size=(64, 48))
+    x, profile, _, _ = _read(scene)
+    with rasterio.open(scene) as f:
+        names = list(f.descriptions)
+    with rasterio.open(tmp_path / "plain.tif", "w", **profile) as f:  # the same pixels, no band descriptions
+        f.write(x)
+    ckpt = checkpoints / "uml_s2.pt"
+    map_scene(ckpt, [scene], tmp_path / "ref.tif", MapOptions(progress=False))
+    map_scene(
+        ckpt, [tmp_path / "plain.tif"], tmp_path / "cog.tif", MapOptions(progress=False, cog=True), band_order=names
+    )
+    with rasterio.open(tmp_path / "cog.tif") as c, rasterio.open(tmp_path / "ref.tif") as r:
+        assert c.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and r.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG"
+        assert c.colormap(1) == r.colormap(1) and c.tags()["CLASSES"] == r.tags()["CLASSES"] and c.nodata == 255
+        np.testing.assert_array_equal(c.read(1), r.read(1))
+    assert not list(tmp_path.glob(".*.part"))  # the partial files are gone
+
+
 def test_bands_at_their_native_resolution_are_resampled_onto_the_10m_grid(checkpoints, tmp_path):
     stacked = _scene(tmp_path / "scene.tif", size=(96, 96))[0]
     files = write_mosaic(MosaicSpec("s2", 96, 96, patch=PATCH, region_cells=2), tmp_path / "prod.tif", per_band=True)

@@ -46,6 +46,10 @@ class MapOptions:
     progress: bool = True
     gdal_cache_mb: int = 64  # GDAL's block cache (GDAL_CACHEMAX; its default is 5 % of the machine's memory)
 
+    def __post_init__(self) -> None:
+        self.probabilities = None if self.probabilities is None else Path(self.probabilities)
+        self.confidence = None if self.confidence is None else Path(self.confidence)
+
 
 @dataclass
 class MapSummary:
@@ -89,7 +93,8 @@ def _check(opt: MapOptions, patch: int) -> int:
 
 
 class _Outputs:
-    """The class map and the optional float rasters, written tile by tile (then converted to COG)."""
+    """The class map and the optional float rasters, written tile by tile to ``.<name>.part`` files that
+    take their names (or are converted to COGs) only when the whole map is done."""
 
     def __init__(self, out: Path, reader: SceneReader, meta: dict[str, Any], opt: MapOptions, tags: dict[str, str]):
         import rasterio
@@ -104,23 +109,27 @@ class _Outputs:
 
         def open_(path: Path, resampling: str, **kw: Any):  # type: ignore[no-untyped-def]
             path.parent.mkdir(parents=True, exist_ok=True)
-            target = path.with_name(f".{path.name}.part") if self.cog else path
+            target = path.with_name(f".{path.name}.part")  # the final name only once complete
             self.final.append((target, path, resampling))
             dst = rasterio.open(target, "w", **base, **kw)
             dst.update_tags(**tags)
             return dst
 
-        self.classes = open_(out, "NEAREST", count=1, dtype="uint8", nodata=NODATA_CLASS)
-        write_class_metadata(self.classes, classes, "class")
-        self.probs = self.conf = None
-        if opt.probabilities is not None:
-            self.probs = open_(opt.probabilities, "AVERAGE", count=len(classes), dtype="float32",
-                               nodata=float("nan"), predictor=3)  # fmt: skip
-            for i, c in enumerate(classes, start=1):
-                self.probs.set_band_description(i, c)
-        if opt.confidence is not None:
-            self.conf = open_(opt.confidence, "AVERAGE", count=1, dtype="float32", nodata=float("nan"), predictor=3)
-            self.conf.set_band_description(1, "top-class probability")
+        self.classes = self.probs = self.conf = None
+        try:
+            self.classes = open_(out, "NEAREST", count=1, dtype="uint8", nodata=NODATA_CLASS)
+            write_class_metadata(self.classes, classes, "class")
+            if opt.probabilities is not None:
+                self.probs = open_(opt.probabilities, "AVERAGE", count=len(classes), dtype="float32",
+                                   nodata=float("nan"), predictor=3)  # fmt: skip
+                for i, c in enumerate(classes, start=1):
+                    self.probs.set_band_description(i, c)
+            if opt.confidence is not None:
+                self.conf = open_(opt.confidence, "AVERAGE", count=1, dtype="float32", nodata=float("nan"), predictor=3)
+                self.conf.set_band_description(1, "top-class probability")
+        except Exception:
+            self.close(ok=False)
+            raise
 
     def write(self, window, labels: np.ndarray, probs: np.ndarray, valid: np.ndarray) -> None:  # type: ignore[no-untyped-def]
         self.classes.write(labels[None], window=window)
@@ -136,10 +145,11 @@ class _Outputs:
             if dst is not None:
                 dst.close()
         for target, path, resampling in self.final:
-            if self.cog and ok:
+            if ok and self.cog:
                 copy(target, path, driver="COG", compress="DEFLATE", overview_resampling=resampling, BIGTIFF="IF_SAFER")
-            if self.cog:
-                target.unlink(missing_ok=True)
+            elif ok:
+                target.replace(path)
+            target.unlink(missing_ok=True)
 
 
 def map_scene(
