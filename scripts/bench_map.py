@@ -20,24 +20,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import numpy as np
-
-
-def write_scene(path: Path, bands: list[str], side: int) -> None:
-    import rasterio
-    from rasterio.transform import from_origin
-
-    prof = dict(
-        driver="GTiff", height=side, width=side, count=len(bands), dtype="uint16", nodata=0, crs="EPSG:32632",
-        transform=from_origin(600000, 5300000, 10, 10), tiled=True, blockxsize=256, blockysize=256, BIGTIFF="YES",
-    )  # fmt: skip
-    rng = np.random.default_rng(0)
-    with rasterio.open(path, "w", **prof) as f:
-        for i, b in enumerate(bands, start=1):
-            f.set_band_description(i, b)
-        for r in range(0, side, 256):
-            h = min(256, side - r)
-            f.write(rng.integers(200, 4000, (len(bands), h, side), dtype=np.uint16), window=((r, r + h), (0, side)))
+from uml_fed.data.sources.synthetic.mosaic import write_noise_scene
 
 
 def main() -> None:
@@ -60,7 +43,7 @@ def main() -> None:
         where = args.keep or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
         scene = where / "bench_scene.tif"
-        write_scene(scene, bands, args.size)
+        write_noise_scene(scene, bands, args.size)
         float_mb = args.size**2 * len(bands) * 4 / 2**20
         print(f"scene {args.size} x {args.size} x {len(bands)} bands ({float_mb:.0f} MB at float32), patch {patch}, "
               f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")  # fmt: skip

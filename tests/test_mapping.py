@@ -15,7 +15,7 @@ import rasterio
 from conftest import tiny_overrides
 from rasterio.transform import from_origin
 
-from uml_fed.data.sources.synthetic.mosaic import MosaicSpec, write_mosaic
+from uml_fed.data.sources.synthetic.mosaic import MosaicSpec, write_mosaic, write_noise_scene
 from uml_fed.mapping import MapOptions, SceneError, map_scene
 from uml_fed.mapping.score import score_map
 
@@ -232,26 +232,14 @@ def test_an_uncalibrated_checkpoint_is_refused(checkpoints, tmp_path):
         map_scene(tmp_path / "static.pt", [scene], tmp_path / "m.tif", MapOptions(progress=False))
 
 
-def _random_scene(path, names, crs, side):
-    prof = dict(driver="GTiff", height=side, width=side, count=len(names), dtype="uint16", nodata=0, crs=crs,
-                transform=from_origin(600000, 5300000, 10, 10), tiled=True, blockxsize=256, blockysize=256)  # fmt: skip
-    rng = np.random.default_rng(0)
-    with rasterio.open(path, "w", **prof) as f:
-        for i, b in enumerate(names, start=1):
-            f.set_band_description(i, b)
-        for r in range(0, side, 256):
-            h = min(256, side - r)
-            f.write(rng.integers(200, 4000, (len(names), h, side), dtype=np.uint16), window=((r, r + h), (0, side)))
-
-
 def test_memory_is_bounded_by_the_tile_not_the_scene(checkpoints, tmp_path):
     """A 2560 x 2560 x 12-band scene (300 MB at float32, 150 MB as stored) mapped with 256-pixel tiles:
     the process's peak memory exceeds that of a warm-up map of a 768 x 768 scene (3 x 3 tiles, the same
     working set per tile) by less than 48 MB (16 MB of them GDAL's block cache), measured in a fresh process."""
     with rasterio.open(_scene(tmp_path / "s.tif", size=(32, 32))[0]) as s:
-        names, crs = list(s.descriptions), s.crs
-    _random_scene(tmp_path / "warm.tif", names, crs, 768)
-    _random_scene(tmp_path / "big.tif", names, crs, 2560)
+        names = list(s.descriptions)
+    write_noise_scene(tmp_path / "warm.tif", names, 768)
+    write_noise_scene(tmp_path / "big.tif", names, 2560)
     ckpt = str(checkpoints / "uml_s2.pt")
     script = textwrap.dedent(f"""
         import json

@@ -185,3 +185,24 @@ def write_mosaic(
         if lab is not None:
             lab.close()
     return [*paths.values(), *([labels] if labels is not None else [])]
+
+
+def write_noise_scene(path: str | Path, bands: list[str], side: int) -> Path:
+    """A ``side`` x ``side`` scene of uniform random uint16 values (nodata 0) with the mosaic's grid and
+    the given band names, written 256 rows at a time: for throughput and memory measurements, where
+    what the pixels show does not matter and the known-cover mosaic would take minutes to render."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    prof = dict(
+        driver="GTiff", height=side, width=side, count=len(bands), dtype="uint16", nodata=0, crs=CRS,
+        transform=from_origin(*ORIGIN, 10, 10), tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER",
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **prof) as f:
+        for i, b in enumerate(bands, start=1):
+            f.set_band_description(i, b)
+        for r in range(0, side, 256):
+            h = min(256, side - r)
+            f.write(rng.integers(200, 4000, (len(bands), h, side), dtype=np.uint16), window=((r, r + h), (0, side)))
+    return Path(path)
