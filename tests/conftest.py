@@ -68,7 +68,8 @@ def flower_task_identity():
 def check_client_replies(replies, model_cfg) -> dict[str, int]:
     """What leaves an institution: train replies hold exactly the backbone's parameter arrays and
     scalar metrics (no projection, no BN statistics, no config); describe replies hold only the
-    institution's description; calibrate replies only metrics.  Returns the count per message type."""
+    institution's description; calibrate and cross-site replies only metrics; share replies (only with
+    train.cross_site) the reported model.  Returns the count per message type."""
     from uml_fed.model import UMLModel, backbone_state
 
     backbone_keys = set(backbone_state(UMLModel({"x": 1}, 6, model_cfg)))
@@ -93,8 +94,11 @@ def check_client_replies(replies, model_cfg) -> dict[str, int]:
                 "bands",
                 "num-train",
             }
+        elif kind == "query.share":  # train.cross_site only: the reported model, whole, for its peers
+            assert list(content.array_records) == ["model"] and list(content.config_records) == ["info"]
         else:
-            assert kind == "query.calibrate" and not content.array_records and not content.config_records
+            assert kind in ("query.calibrate", "query.cross_site")
+            assert not content.array_records and not content.config_records
         for record in content.metric_records.values():
             assert all(isinstance(v, (int, float)) for v in record.values())
     return kinds

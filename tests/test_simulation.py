@@ -81,6 +81,8 @@ def _simulate(run_config, replies, fail=None, nodes=2, sent=None):
     client.train()(with_config(real_client.train))
     client.query("describe")(with_config(real_client.describe))
     client.query("calibrate")(with_config(real_client.calibrate))
+    client.query("share")(with_config(real_client.share))
+    client.query("cross_site")(with_config(real_client.cross_site))
 
     run_simulation(server, client, num_supernodes=nodes, backend_config={"client_resources": {"num_cpus": 1}})
 
@@ -377,6 +379,44 @@ def test_four_institutions_two_per_sensor_share_projections_within_their_sensor_
         assert dict(m.content["metrics"])["modality-weight"] == 0.5
     for inst in ("s1_0", "s1_1", "s2_0", "s2_1"):
         assert len(list((tmp_path / "run" / "clients" / inst).glob("*/model.pt"))) == 1
+
+
+@pytest.mark.slow
+def test_private_heads_stay_home_and_cross_site_evaluation_sends_each_model_to_its_sensor_only(tmp_path):
+    """2 sensors x 2 institutions with private heads, the local prior and head fine-tuning: no train
+    message or reply carries a head or a prior; with train.cross_site each institution's reported model
+    reaches only its own sensor's institutions, and the matrix's diagonal is each one's own accuracy."""
+    overrides = tiny_overrides(
+        "data.partition.institutions=2",
+        "data.partition.method=dirichlet",
+        "data.partition.alpha=1.0",
+        "model.private_head=true",
+        "model.logit_adjust=1.0",
+        "train.finetune=head",
+        "train.cross_site=true",
+        "fed.local_baseline=false",
+    )
+    run_config = {"overrides": " ".join(overrides), "local-epochs": 1, "total-epochs": 2, "output-dir": str(tmp_path)}
+    replies, sent = [], []
+    _simulate(run_config, replies, nodes=4, sent=sent)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "finished" and not results["failures"]
+    kinds = check_client_replies(replies, from_run_config(run_config).model)
+    assert kinds["query.share"] == 4 and kinds["query.cross_site"] == 4
+    for m in sent:
+        if m.metadata.message_type == "train":
+            assert not any("head" in k or "prior" in k or "fc" in k for k in m.content["arrays"].keys())
+    sensor = {"s1_0": "s1", "s1_1": "s1", "s2_0": "s2", "s2_1": "s2"}
+    node_of = {r.metadata.src_node_id: dict(r.content["info"])["institution"] for r in replies
+               if r.metadata.message_type == "query.describe"}  # fmt: skip
+    for m in (m for m in sent if m.metadata.message_type == "query.cross_site"):
+        owners = {k.split(":", 1)[1] for k in m.content.array_records}
+        assert owners == {s for s in sensor if sensor[s] == sensor[node_of[m.metadata.dst_node_id]]}
+    matrix = results["cross_site"]["fed"]
+    assert set(matrix) == set(sensor)
+    for owner, row in matrix.items():
+        assert set(row) == {s for s in sensor if sensor[s] == sensor[owner]}
+        assert row[owner] == results["modalities"][owner]["fed"]["test_acc"]
 
 
 # one strategy per kind of server state: plain average (FedProx's difference is client-side), momentum,

@@ -24,11 +24,11 @@ import torch
 
 from .config import Config
 from .data import Institution, Split, canonical_order, load_institutions, modality_of
-from .evaluation import calibrate_and_evaluate
+from .evaluation import calibrate_and_evaluate, cross_site
 from .methods import Method, build_method
 from .methods.isca import Embedded, embed, fit_maps, isca_model
 from .model import UMLModel
-from .results import ArtifactError, RunDir, summary_table
+from .results import ArtifactError, RunDir, cross_site_table, summary_table
 from .train import (
     baseline_model_cfg,
     build_baseline,
@@ -36,9 +36,11 @@ from .train import (
     compute_record,
     fit,
     largest_institution_batches,
+    personalise,
     resolve_device,
     seed_everything,
     seeded_generator,
+    set_label_priors,
     split_tensors,
 )
 
@@ -66,29 +68,56 @@ def _train_and_evaluate(
     method: Method | None = None,
     members: dict[str, list[Institution]] | None = None,
     largest: int = 0,
-) -> None:
+    personal: bool = False,
+) -> dict[str, dict[str, Any]]:
     """Fit ``model``, then calibrate + evaluate every selected model into ``results``: on the institution
     it was trained on, or (``members``: pooled training) on each institution of the pool, calibrated on
-    that institution's own data."""
+    that institution's own data.  ``personal`` (UML models): each institution's copy first takes its own
+    label prior and fine-tuning (:func:`uml_fed.train.personalise`).  Returns each evaluated
+    institution's reported model (checkpoint payload)."""
     phase = arm if len(model.modalities) > 1 else f"{arm}/{model.modalities[0]}"
     selected, epochs, steps = fit(model, institutions, cfg, device, run.log, phase, method, largest)
+    reported = {}
     for trained in institutions:
         for inst in (members or {}).get(trained.name, [trained]):
+            chosen = selected[trained.name]
+            if personal:
+                tic = time.perf_counter()
+                chosen = personalise(chosen, inst, cfg, device, seeded_generator(cfg.seed, "finetune", arm, inst.name))
+                results.setdefault("personalise_s", {})[f"{arm}/{inst.name}"] = time.perf_counter() - tic
             r = calibrate_and_evaluate(
-                selected[trained.name],
+                chosen,
                 inst,
                 cfg,
                 device,
                 seeded_generator(cfg.seed, "calibrate", arm, inst.name),
                 model_cfg=model.cfg,
             )
-            run.defer_checkpoint(f"{arm}_{inst.name}", r.pop("checkpoint"))
+            reported[inst.name] = r.pop("checkpoint")
+            run.defer_checkpoint(f"{arm}_{inst.name}", reported[inst.name])
             results.setdefault("calibration_s", {})[f"{arm}/{inst.name}"] = r.pop("calibration_s")
             results["modalities"].setdefault(inst.name, {})[arm] = {
                 **r,
                 "selected_epoch": epochs[trained.name],
                 "steps_per_epoch": steps,
             }
+    return reported
+
+
+def record_cross_site(
+    cfg: Config,
+    arm: str,
+    reported: dict[str, dict[str, Any]],
+    institutions: list[Institution],
+    device: torch.device,
+    results: dict[str, Any],
+) -> None:
+    """``train.cross_site``: ``results["cross_site"][arm]`` = every reported model's test accuracy at every
+    institution of its modality (:func:`uml_fed.evaluation.cross_site`)."""
+    if cfg.train.cross_site:
+        compute = compute_for(cfg.train, device)
+        matrix = cross_site(reported, institutions, modality_of(cfg), device, cfg.train.eval_batch_size, compute)
+        results.setdefault("cross_site", {})[arm] = matrix
 
 
 def pool(institutions: list[Institution], name: str) -> Institution:
@@ -150,9 +179,10 @@ def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, 
     trained = [pool(m, name) if len(m) > 1 else m[0] for name, m in members.items()] or institutions
     seed_everything(cfg.seed)
     model = UMLModel({i.name: i.in_channels for i in trained}, len(institutions[0].classes), cfg.model)
+    set_label_priors(model, trained)
     method = build_method(cfg.method, model)
     model.to(device).set_compute(compute_for(cfg.train, device), cfg.train.compile)
-    _train_and_evaluate(
+    reported = _train_and_evaluate(
         method.name,
         model,
         trained,
@@ -163,7 +193,9 @@ def uml_arm(cfg: Config, institutions: list[Institution], device: torch.device, 
         method,
         {t.name: members[t.name] for t in trained} if members else None,
         largest_institution_batches(institutions, cfg.train.batch_size),
+        personal=True,
     )
+    record_cross_site(cfg, method.name, reported, institutions, device, results)
     results["method"] = method.name
     results[f"{method.name}_s"] = time.perf_counter() - tic
 
@@ -176,7 +208,7 @@ def isca_arm(cfg: Config, institutions: list[Institution], device: torch.device,
     tic = time.perf_counter()
     encoder_cfg = baseline_model_cfg(cfg)
     largest = largest_institution_batches(institutions, cfg.train.batch_size)
-    encoders, epochs, steps, data = {}, {}, {}, {}
+    encoders, epochs, steps, data, reported = {}, {}, {}, {}, {}
     for inst in institutions:
         seed_everything(cfg.seed)
         model = build_baseline(inst, cfg, device)
@@ -200,7 +232,8 @@ def isca_arm(cfg: Config, institutions: list[Institution], device: torch.device,
         r = calibrate_and_evaluate(
             mm, inst, cfg, device, seeded_generator(cfg.seed, "calibrate", "isca", inst.name), model_cfg=encoder_cfg
         )
-        run.defer_checkpoint(f"isca_{inst.name}", r.pop("checkpoint"))
+        reported[inst.name] = r.pop("checkpoint")
+        run.defer_checkpoint(f"isca_{inst.name}", reported[inst.name])
         results.setdefault("calibration_s", {})[f"isca/{inst.name}"] = r.pop("calibration_s")
         results["modalities"].setdefault(inst.name, {})["isca"] = {
             **r,
@@ -208,6 +241,7 @@ def isca_arm(cfg: Config, institutions: list[Institution], device: torch.device,
             "selected_iteration": maps[inst.name].iteration,
             "steps_per_epoch": steps[inst.name],
         }
+    record_cross_site(cfg, "isca", reported, institutions, device, results)
     results["method"] = "isca"
     results["isca_s"] = time.perf_counter() - tic
 
@@ -223,14 +257,18 @@ def unimodal_arm(
     """One ResNet-18 per institution, all blocks private, same schedule and selection.
 
     ``train.unimodal_bn``: ``ordinary`` (Table 7: running statistics, no calibration) or ``calibrated``
-    (static BN + Algorithm 2, like UML).
+    (static BN + Algorithm 2, like UML).  The paired reference (``arm="paired"``, one fused
+    institution) has no other site to be evaluated at.
     """
     tic = time.perf_counter()
     largest = largest_institution_batches(institutions, cfg.train.batch_size)
+    reported = {}
     for inst in institutions:
         seed_everything(cfg.seed)
         model = build_baseline(inst, cfg, device)
-        _train_and_evaluate(arm, model, [inst], cfg, device, run, results, largest=largest)
+        reported.update(_train_and_evaluate(arm, model, [inst], cfg, device, run, results, largest=largest))
+    if arm != "paired":
+        record_cross_site(cfg, arm, reported, institutions, device, results)
     results[f"{arm}_s"] = time.perf_counter() - tic
 
 
@@ -300,4 +338,6 @@ def run_paired(cfg: Config) -> dict:
 
 def print_summary(results: dict, run_dir: str) -> None:
     print(summary_table(results))
+    if "cross_site" in results:
+        print(cross_site_table(results))
     print(f"run directory: {run_dir}")

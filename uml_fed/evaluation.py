@@ -14,6 +14,10 @@ Names of the evaluations, used in every results file and report:
 
 A model's *reported* evaluation follows its BN mode: ``calibrated`` for static BN,
 ``running_stats`` for ordinary BN.
+
+Cross-site evaluation (``train.cross_site``): an institution's reported model (its checkpoint payload,
+with its own normalisation statistics) evaluated as it is on another institution's test split of the
+same modality -- the split taken back to physical units and normalised with the model's statistics.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from .bn_calibration import bn_layers, calibrate_bn
 from .config import Config, ModelConfig
 from .data import Institution
-from .model import ModalityModel
-from .results import checkpoint_payload
+from .model import FP32, Compute, ModalityModel
+from .results import checkpoint_payload, model_from_payload
 from .train import evaluate, split_tensors
 
 
@@ -40,6 +45,18 @@ def as_trained(model: torch.nn.Module) -> str:
     return "running_stats" if tracks_running_stats(model) else "test_batch_stats"
 
 
+def class_balanced(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Indices of a resample of ``labels``' size in which every class present occurs equally often
+    (``train.bn_cal_sample=balanced``; drawn with replacement within each class)."""
+    present = torch.unique(labels)
+    per = -(-len(labels) // len(present))
+    picks = []
+    for c in present:
+        idx = torch.nonzero(labels == c).flatten()
+        picks.append(idx[torch.randint(len(idx), (per,), generator=generator)])
+    return torch.cat(picks)[torch.randperm(per * len(present), generator=generator)][: len(labels)]
+
+
 def calibrate_and_evaluate(
     model: ModalityModel,
     inst: Institution,
@@ -49,7 +66,8 @@ def calibrate_and_evaluate(
     model_cfg: ModelConfig | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Calibrate a copy of ``model`` on the institution's train split; evaluate val/test both ways.
+    """Calibrate a copy of ``model`` on the institution's train split (or its class-balanced resample,
+    ``train.bn_cal_sample``); evaluate val/test both ways.
 
     Returns ``{"bn", "reported", "calibration_s", "val_acc", "test_acc", "calibrated": {...},
     <as trained>: {...}, "checkpoint": {...}}`` where each evaluation holds ``val_acc, test_acc,
@@ -58,7 +76,9 @@ def calibrate_and_evaluate(
     as :func:`uml_fed.results.checkpoint_payload`, for the caller to write when it chooses.
     """
     t = cfg.train
-    train_x, _ = split_tensors(inst, "train")
+    train_x, train_y = split_tensors(inst, "train")
+    if t.bn_cal_sample == "balanced":
+        train_x = train_x[class_balanced(train_y, generator)]
     tic = time.perf_counter()
     calibrated = calibrate_bn(model, train_x, t.bn_cal_epochs, t.bn_cal_batch_size, generator, device)
     calibration_s = time.perf_counter() - tic
@@ -91,3 +111,52 @@ def calibrate_and_evaluate(
         extra=extra,
     )
     return out
+
+
+def test_accuracy_at(
+    payload: dict[str, Any], inst: Institution, device: torch.device, batch_size: int, compute: Compute = FP32
+) -> float:
+    """Test accuracy of a reported model (a checkpoint payload) on ``inst``'s test split, as deployed:
+    no recalibration, the split renormalised from ``inst``'s statistics to the model's (left as it is
+    when they are the same), computing as ``compute`` says (the run's, so the diagonal is the
+    institution's own test accuracy)."""
+    if list(payload["bands"]) != list(inst.bands) or list(payload["classes"]) != list(inst.classes):
+        raise ValueError(
+            f"cross-site evaluation: the model of {payload['modality']!r} (bands {payload['bands']}) cannot be "
+            f"evaluated at {inst.name!r} (bands {inst.bands}): only within one modality and class list"
+        )
+    x, y = split_tensors(inst, "test")
+    if (payload["mean"] is None) != (inst.mean is None):
+        raise ValueError(
+            f"cross-site evaluation at {inst.name!r}: one side has normalisation statistics, the other not"
+        )
+    same = inst.mean is None or (
+        np.array_equal(payload["mean"], inst.mean) and np.array_equal(payload["std"], inst.std)
+    )
+    if not same:
+        shape = (1, -1, 1, 1)
+        raw = x * torch.as_tensor(inst.std).view(shape) + torch.as_tensor(inst.mean).view(shape)
+        x = (raw - torch.as_tensor(payload["mean"]).view(shape)) / torch.as_tensor(payload["std"]).view(shape)
+        x = x.float()
+    model = model_from_payload(payload).to(device)
+    model.compute = compute
+    return evaluate(model, x, y, device, batch_size)["acc"]
+
+
+def cross_site(
+    payloads: dict[str, dict[str, Any]],
+    institutions: list[Institution],
+    modality: dict[str, str],
+    device: torch.device,
+    batch_size: int,
+    compute: Compute = FP32,
+) -> dict[str, dict[str, float]]:
+    """``{model's institution: {test site: accuracy}}`` over every pair of institutions of one modality."""
+    return {
+        owner: {
+            site.name: test_accuracy_at(payload, site, device, batch_size, compute)
+            for site in institutions
+            if modality[site.name] == modality[owner]
+        }
+        for owner, payload in payloads.items()
+    }

@@ -3,7 +3,10 @@
 ResNet-18 = stem + 8 BasicBlocks (4 stages x 2) + global pooling + linear classifier.  The first
 ``projection_blocks`` blocks (with the stem) form the private projection of each modality; the rest
 form the shared backbone.  What is shared is decided by module membership: :func:`backbone_state`
-returns the backbone's parameters, and nothing of a projection can reach it.
+returns the backbone's parameters, and nothing of a projection can reach it.  Two optional private
+modules per modality sit after the backbone: a classifier of its own (``model.private_head``: the
+backbone then ends at its pooled features) and its label prior (``model.logit_adjust``), added to the
+logits in training and inference.
 """
 
 from __future__ import annotations
@@ -106,24 +109,52 @@ class Projection(nn.Module):
         return self.map(z - self.center) if isinstance(self.map, nn.Conv2d) else z
 
 
+def feature_size(cfg: ModelConfig) -> int:
+    return cfg.shared_components or cfg.width * 8
+
+
 class Backbone(nn.Module):
-    """Shared g: the remaining 8 - P blocks, global average pooling and the linear classifier."""
+    """Shared g: the remaining 8 - P blocks, global average pooling and the linear classifier (none with
+    ``model.private_head``: each modality's own :class:`nn.Linear` classifies the pooled features)."""
 
     def __init__(self, num_classes: int, cfg: ModelConfig) -> None:
         super().__init__()
         specs = block_specs(cfg.width)[cfg.projection_blocks :]
         self.blocks = nn.Sequential(*(BasicBlock(i, p, s, cfg.track_running_stats) for i, p, s in specs))
-        self.fc = nn.Linear(cfg.shared_components or cfg.width * 8, num_classes)
+        self.fc = None if cfg.private_head else nn.Linear(feature_size(cfg), num_classes)
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """The pooled representation (N x 8 * width, or N x shared_components) the classifier sees."""
         return torch.flatten(F.adaptive_avg_pool2d(self.blocks(z), 1), 1)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.fc is None:
+            raise ValueError("this backbone has no classifier (model.private_head): classify with the modality's head")
         return self.fc(features)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(z))
+
+
+class LabelPrior(nn.Module):
+    """``tau * log`` of an institution's training label frequencies (Laplace-smoothed), added to its
+    logits; zeros until :meth:`set_counts`.  A buffer: private, never a parameter."""
+
+    def __init__(self, num_classes: int, tau: float) -> None:
+        super().__init__()
+        self.tau = tau
+        self.register_buffer("log_prior", torch.zeros(num_classes))
+
+    @torch.no_grad()
+    def set_counts(self, counts: torch.Tensor) -> None:
+        counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
+        if counts.numel() != self.log_prior.numel() or bool((counts < 0).any()):
+            raise ValueError(f"label counts {counts.tolist()}: need {self.log_prior.numel()} non-negative counts")
+        freq = (counts + 1.0) / (counts.sum() + counts.numel())
+        self.log_prior.copy_((self.tau * freq.log()).to(self.log_prior))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self.log_prior
 
 
 @dataclass(frozen=True)
@@ -151,17 +182,37 @@ class Compute:
 FP32 = Compute()
 
 
-class ModalityModel(nn.Module):
-    """h_k = g o f_k: what one institution trains, calibrates, saves and deploys."""
+def classify(backbone: Backbone, head: nn.Linear | None, prior: LabelPrior | None, z: torch.Tensor) -> torch.Tensor:
+    """Logits of projected ``z``: the backbone, then the modality's own head and prior when it has them."""
+    logits = backbone(z) if head is None else head(backbone.features(z))
+    return logits if prior is None else prior(logits)
 
-    def __init__(self, projection: Projection, backbone: Backbone, compute: Compute = FP32) -> None:
+
+class ModalityModel(nn.Module):
+    """h_k = g o f_k (and its private head / label prior): what one institution trains, calibrates,
+    saves and deploys."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        backbone: Backbone,
+        compute: Compute = FP32,
+        head: nn.Linear | None = None,
+        prior: LabelPrior | None = None,
+    ) -> None:
         super().__init__()
         self.projection = projection
         self.backbone = backbone
         self.compute = compute
+        self.head = head
+        self.prior = prior
+
+    def classifier(self) -> nn.Linear:
+        """The linear classifier this model uses: its private head, else the backbone's."""
+        return self.head if self.head is not None else self.backbone.fc  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.compute(lambda z: self.backbone(self.projection(z)), x)
+        return self.compute(lambda z: classify(self.backbone, self.head, self.prior, self.projection(z)), x)
 
 
 class UMLModel(nn.Module):
@@ -180,6 +231,16 @@ class UMLModel(nn.Module):
         self.cfg = cfg
         self.projections = nn.ModuleDict({m: Projection(c, cfg) for m, c in in_channels.items()})
         self.backbone = Backbone(num_classes, cfg)
+        self.heads = (
+            nn.ModuleDict({m: nn.Linear(feature_size(cfg), num_classes) for m in in_channels})
+            if cfg.private_head
+            else None
+        )
+        self.priors = (
+            nn.ModuleDict({m: LabelPrior(num_classes, cfg.logit_adjust) for m in in_channels})
+            if cfg.logit_adjust > 0
+            else None
+        )
         self.compute = FP32
 
     @property
@@ -191,8 +252,15 @@ class UMLModel(nn.Module):
             raise KeyError(f"unknown modality {modality!r}; this model has {self.modalities}")
         return self.projections[modality]
 
+    def head(self, modality: str) -> nn.Linear | None:
+        return None if self.heads is None else self.heads[modality]
+
+    def prior(self, modality: str) -> LabelPrior | None:
+        return None if self.priors is None else self.priors[modality]
+
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        return self.compute(lambda z: self.backbone(self.projection(modality)(z)), x)
+        proj, head, prior = self.projection(modality), self.head(modality), self.prior(modality)
+        return self.compute(lambda z: classify(self.backbone, head, prior, proj(z)), x)
 
     def features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """Pooled features of modality ``modality`` (input of the shared classifier)."""
@@ -200,7 +268,9 @@ class UMLModel(nn.Module):
 
     def modality_model(self, modality: str) -> ModalityModel:
         """A view of h_k sharing this model's modules (deep-copy it before changing BN state)."""
-        return ModalityModel(self.projection(modality), self.backbone, self.compute)
+        return ModalityModel(
+            self.projection(modality), self.backbone, self.compute, self.head(modality), self.prior(modality)
+        )
 
     def set_compute(self, compute: Compute, compile_mode: str = "off") -> UMLModel:
         """Precision and memory layout of every forward pass; ``compile_mode`` (not ``off``) compiles
@@ -240,8 +310,8 @@ def load_backbone_state(model: UMLModel | ModalityModel | Backbone, state: dict[
 
 def private_state(model: UMLModel, modality: str) -> OrderedDict[str, torch.Tensor]:
     """Everything of h_k that never leaves the institution: its projection (parameters and BN
-    buffers) and, with ordinary BN, the backbone's running statistics -- the modality model's
-    state minus :func:`backbone_state`."""
+    buffers), its head and label prior when it has them and, with ordinary BN, the backbone's running
+    statistics -- the modality model's state minus :func:`backbone_state`."""
     shared = backbone_state(model)
     state = model.modality_model(modality).state_dict()
     return OrderedDict((k, v.detach()) for k, v in state.items() if k not in shared)
@@ -267,6 +337,7 @@ def build_unimodal(in_channels: int, modality: str, num_classes: int, cfg: Model
     uni_cfg = copy.copy(cfg)
     uni_cfg.projection_blocks = NUM_BLOCKS
     uni_cfg.shared_components = 0
+    uni_cfg.private_head, uni_cfg.logit_adjust = False, 0.0  # nothing is shared: its classifier is its own
     return UMLModel({modality: in_channels}, num_classes, uni_cfg)
 
 

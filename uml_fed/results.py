@@ -162,13 +162,18 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Modali
     payload = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a uml-fed modality checkpoint (format {CHECKPOINT_FORMAT})")
+    return model_from_payload(payload), payload
+
+
+def model_from_payload(payload: dict[str, Any]) -> ModalityModel:
+    """The eval-mode model of a :func:`checkpoint_payload` (from a file or from the wire)."""
     mcfg = ModelConfig(**payload["model_cfg"])
     full = UMLModel({payload["modality"]: len(payload["bands"])}, len(payload["classes"]), mcfg)
     model = full.modality_model(payload["modality"])
     if payload["calibrated"]:
         reset_bn_for_calibration(model)
     model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload
+    return model.eval()
 
 
 ARMS = {
@@ -221,6 +226,24 @@ def summary_table(results: dict[str, Any]) -> str:
         means.append(sum(accs) / len(accs) if accs else None)
     lines += ["-" * len(head), f"{'mean':<{w0}} | " + cells(means)]
     return "\n".join(lines)
+
+
+def cross_site_table(results: dict[str, Any]) -> str:
+    """``train.cross_site``: per arm, each institution's reported model (rows) at each test site of its
+    modality (columns), test accuracy in percent; the diagonal is the institution's own."""
+    blocks = []
+    for arm, matrix in results.get("cross_site", {}).items():
+        sites = sorted({s for row in matrix.values() for s in row})
+        label = f"{ARMS.get(arm, arm)} model of"
+        w0 = max(len(label), *(len(o) for o in matrix))
+        head = f"{label:<{w0}} | " + " | ".join(f"{s:>8}" for s in sites)
+        lines = [f"cross-site test accuracy, {ARMS.get(arm, arm)} (row: whose model; column: whose test split)", head]
+        lines.append("-" * len(head))
+        for owner, row in matrix.items():
+            cells = (f"{100 * row[s]:>7.2f}%" if s in row else f"{'-':>8}" for s in sites)
+            lines.append(f"{owner:<{w0}} | " + " | ".join(cells))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) if blocks else "(no cross-site evaluation)"
 
 
 def gain_table(results: dict[str, Any]) -> str:

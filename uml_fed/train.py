@@ -305,6 +305,70 @@ def build_baseline(inst: Institution, cfg: Config, device: torch.device) -> UMLM
     return model
 
 
+def label_counts(inst: Institution, split: str = "train") -> torch.Tensor:
+    return torch.bincount(torch.from_numpy(inst.split(split).labels), minlength=len(inst.classes))
+
+
+def set_label_priors(model: UMLModel, institutions: list[Institution]) -> None:
+    """``model.logit_adjust``: each modality's label prior from its own training split (the counts stay with it)."""
+    for inst in institutions:
+        prior = model.prior(inst.name)
+        if prior is not None:
+            prior.set_counts(label_counts(inst))
+
+
+def tuned_part(model: ModalityModel, part: str) -> torch.nn.Module:
+    """What ``train.finetune`` trains: the classifier (``head``), or the last backbone block with it."""
+    head = model.classifier()
+    if part == "head":
+        return head
+    if part == "last_block" and len(model.backbone.blocks) > 0:
+        return torch.nn.ModuleList([model.backbone.blocks[-1], head])
+    raise ValueError(f"train.finetune={part!r}: no such part of this model (head | last_block with a shared block)")
+
+
+def personalise(
+    model: ModalityModel, inst: Institution, cfg: Config, device: torch.device, generator: torch.Generator
+) -> ModalityModel:
+    """An institution's copy of a trained UML model before Algorithm 2: its own label prior
+    (``model.logit_adjust``), then ``train.finetune``: the tuned part trained for ``train.finetune_epochs``
+    epochs (each its own training split's full batches, reshuffled with ``generator``) at the schedule's
+    last learning rate, with everything else frozen and in eval mode (no statistic of it moves).
+    ``model`` itself is untouched (and returned when there is nothing to do)."""
+    t = cfg.train
+    if model.prior is None and t.finetune == "none":
+        return model
+    local = copy.deepcopy(model).to(device)
+    if local.prior is not None:
+        local.prior.set_counts(label_counts(inst))
+    if t.finetune == "none":
+        return local
+    part = tuned_part(local, t.finetune)
+    for p in local.parameters():
+        p.requires_grad_(False)
+    for p in part.parameters():
+        p.requires_grad_(True)
+    local.eval()
+    part.train()
+    optimizer = make_optimizer(part, lr_at(t, t.epochs - 1), t.weight_decay)
+    x, y = split_tensors(inst, "train")
+    stream = BatchStream(x, y, t.batch_size, generator, device)
+    for epoch in range(t.finetune_epochs):
+        for _ in range(stream.full_batches):
+            images, labels = next(stream)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(local(images), labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss fine-tuning {inst.name!r} (train.finetune={t.finetune}, epoch {epoch})"
+                )
+            loss.backward()
+            optimizer.step()
+    for p in local.parameters():
+        p.requires_grad_(True)
+    return local.eval()
+
+
 def largest_institution_batches(institutions: list[Institution], batch_size: int) -> int:
     """Full batches of the largest training split among ``institutions`` (``train.steps_per_epoch=largest``)."""
     return max(full_batches(len(i.split("train")), batch_size) for i in institutions)

@@ -28,6 +28,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "data-root": "data.root",
     "resume": "fed.resume",
     "local-baseline": "fed.local_baseline",
+    "cross-site": "train.cross_site",
 }
 ROUTE_KEYS = ("experiment", "overrides", "output-dir")  # read by the route itself / the ServerApp
 

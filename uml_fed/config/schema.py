@@ -91,6 +91,13 @@ class ModelConfig:
     # > 0: each modality's own bias-free linear map of its pooled embedding to this many shared components
     # before the shared classifier (ISCA); needs projection_blocks=8, at most 8 x width; 0 = no map
     shared_components: int = 0
+    # True = each modality / institution keeps its own linear classifier, never shared (FedPer, Arivazhagan
+    # et al. 2019): the shared part is the backbone's blocks only
+    private_head: bool = False
+    # tau >= 0: logits + tau * log(own training label frequencies, Laplace-smoothed) in training and
+    # inference (logit adjustment, Menon et al. 2021; FedLC, Zhang et al. 2022): a shared classifier learns
+    # the prior-free part and each institution adds its own prior, which never leaves it; 0 = off
+    logit_adjust: float = 0.0
 
 
 @dataclass
@@ -108,6 +115,9 @@ class TrainConfig:
     eval_batch_size: int = 600  # batch size for validation/test forward passes, >= 1
     bn_cal_epochs: int = 10  # Algorithm 2: calibration epochs E_cal, >= 0
     bn_cal_batch_size: int = 600  # Algorithm 2: calibration batch size B, >= 1
+    # Algorithm 2's data: own = the institution's training split | balanced = a seeded resample of it of the
+    # same size with every class present in it equally often (BN statistics without the local label skew)
+    bn_cal_sample: str = "own"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch intra-op threads, >= 0; 0 = what the process was given (torch / Ray)
     # fp32 | bf16 (autocast) | auto = bf16 on a GPU that supports it or a CPU with native bf16
@@ -120,6 +130,15 @@ class TrainConfig:
     # unimodal baseline + paired reference: ordinary = running stats, no calibration (Table 7) |
     # calibrated = static BN + Algorithm 2
     unimodal_bn: str = "ordinary"
+    # UML models, after training and before Algorithm 2: each institution trains a copy of its selected
+    # model's head (the classifier) or last_block (the last backbone block + classifier), everything else
+    # frozen, for finetune_epochs epochs on its own training split at the schedule's last learning rate |
+    # none
+    finetune: str = "none"
+    finetune_epochs: int = 5  # >= 1
+    # every institution's reported model also evaluated on the test split of every other institution of
+    # its modality (federated: an extra round in which the models travel to their peers for evaluation)
+    cross_site: bool = False
     progress: bool = True  # show progress bars
 
 

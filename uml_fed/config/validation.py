@@ -27,6 +27,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.channels_last": ("auto", "on", "off"),
     "train.compile": ("off", "default", "reduce-overhead", "max-autotune"),
     "train.unimodal_bn": ("ordinary", "calibrated"),
+    "train.finetune": ("none", "head", "last_block"),
+    "train.bn_cal_sample": ("own", "balanced"),
     "fed.strategy": STRATEGY_NAMES,
     "fed.weighting": ("uniform", "num_examples", "modality"),
     "fed.projection_sharing": ("none", "modality"),
@@ -49,6 +51,8 @@ RANGES: list[tuple[str, float, float, bool]] = [
         for k in ("epochs", "batch_size", "eval_batch_size", "bn_cal_batch_size", "lr_step")
     ),
     ("train.bn_cal_epochs", 0, float("inf"), True),
+    ("train.finetune_epochs", 1, float("inf"), True),
+    ("model.logit_adjust", 0, float("inf"), True),
     ("train.weight_decay", 0, float("inf"), True),
     ("train.lr_gamma", 0, 1, True),
     ("fed.local_epochs", 1, float("inf"), True),
@@ -124,6 +128,22 @@ def _combinations(cfg: Config) -> None:
         raise ConfigError(
             f"model.shared_components={m.shared_components} exceeds the embedding size 8 * model.width = "
             f"{8 * m.width}; whitened components need at most that many"
+        )
+    if m.private_head and (m.projection_blocks == 8 or cfg.method.name != "uml"):
+        raise ConfigError(
+            f"model.private_head=true keeps the classifier private, so the backbone's blocks are all that is "
+            f"shared: needs method=uml (got {cfg.method.name}) and model.projection_blocks < 8 "
+            f"(got {m.projection_blocks}); set model.private_head=false"
+        )
+    if m.logit_adjust > 0 and cfg.method.name != "uml":
+        raise ConfigError(
+            f"model.logit_adjust={m.logit_adjust} adds the label prior to the logits of UML's classifier; "
+            f"method={cfg.method.name} classifies through its own terms: set model.logit_adjust=0 or method=uml"
+        )
+    if cfg.train.finetune == "last_block" and m.projection_blocks == 8:
+        raise ConfigError(
+            "train.finetune=last_block tunes the last shared block, and model.projection_blocks=8 leaves none; "
+            "use train.finetune=head"
         )
     if f.strategy in ("fedmedian", "fedtrimmedavg") and f.weighting != "uniform":
         raise ConfigError(

@@ -31,6 +31,10 @@ LABELS = {  # also the row order of reports: the paper's, baselines between unim
     "uml_ordinary_bn": "UML, ordinary BN (no cal.)",
     "fed": "UML (federated, BN cal.)",
     "fed_shared": "UML (federated, projections shared within a sensor)",
+    "fed_private_head": "UML (federated, a private head per institution)",
+    "fed_finetune": "UML (federated, head fine-tuned locally)",
+    "fed_logit_adjust": "UML (federated, local label prior)",
+    "fed_balanced_cal": "UML (federated, BN cal. on a class-balanced resample)",
     "uml_pooled": "UML (centralized, institutions pooled per sensor)",
     "paired": "Paired fusion (multimodal input)",
 }
@@ -48,6 +52,7 @@ class Experiment:
     figure: str | None = None  # bars | lines | None (table only)
     matrix: bool = False  # report the pairwise "evaluated x supplementary" difference matrix (Tables 1, 2)
     regime: bool = False  # report the weaker modality's difference per group and x, with a verdict
+    cross_site: bool = False  # report the runs' cross-site matrices (train.cross_site) and their heat-map
     x_label: str = ""
     log_x: bool = False
 
@@ -150,18 +155,25 @@ def _regime(cfg: Config, scale: str) -> list[Arm]:
 
 
 def _institutions(cfg: Config, scale: str) -> list[Arm]:
-    fed = ("fed.local_epochs=5",)
+    fed = ("fed.local_epochs=5", "fed.local_baseline=false")  # the unimodal arm is the reference
     arms = [
         Arm("unimodal", "unimodal", group="one institution per sensor"),
         Arm("fed", "federated", fed, group="one institution per sensor"),
     ]
+    remedies = {
+        "fed_shared": "fed.projection_sharing=modality",
+        "fed_private_head": "model.private_head=true",
+        "fed_finetune": "train.finetune=head",
+        "fed_logit_adjust": "model.logit_adjust=1.0",
+        "fed_balanced_cal": "train.bn_cal_sample=balanced",
+    }
     for method in ("dirichlet", "natural"):
-        sites = ("data.partition.institutions=3", f"data.partition.method={method}")
+        sites = ("data.partition.institutions=3", f"data.partition.method={method}", "train.cross_site=true")
         group = f"3 per sensor, {method}"
         arms += [
             Arm("unimodal", "unimodal", sites, group=group),
             Arm("fed", "federated", (*sites, *fed), group=group),
-            Arm("fed_shared", "federated", (*sites, *fed, "fed.projection_sharing=modality"), group=group),
+            *(Arm(series, "federated", (*sites, *fed, option), group=group) for series, option in remedies.items()),
             Arm("uml_pooled", "uml", (*sites, "train.pool_institutions=true"), group=group),
         ]
     return arms
@@ -278,11 +290,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "institutions",
             "Institutions",
-            "2 sensors x 3 institutions (Dirichlet label skew, natural "
-            "regions) against one institution per sensor: does sharing projections within a sensor help "
-            "when each site has little data?",
+            "2 sensors x 3 institutions (Dirichlet label skew, natural regions) against one institution per "
+            "sensor: does federated UML, with shared projections, a private head, local head fine-tuning, the "
+            "local label prior or class-balanced calibration, reach each institution's own unimodal model, "
+            "and how do the models do at the neighbouring sites?",
             _institutions,
             "{dataset}_bimodal_lowdata",
+            cross_site=True,
         ),
         Experiment(
             "projection-depth",

@@ -156,6 +156,15 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
         ]
     if exp.regime:
         lines += ["## Where the effect lives: the weaker modality, per setting", "", rep.regime_table(table), ""]
+    if exp.cross_site:
+        section = rep.cross_site_section(runs, keys, labels, out / "cross_site.png")
+        if section:
+            lines += [
+                "## Cross-site test accuracy (%): each institution's model at every site of its sensor",
+                "",
+                section,
+                "",
+            ]
     if exp.figure:
         rep.plot(
             table, exp.figure, out / "figure.png", LABELS, f"{exp.paper} ({meta['variant']})", exp.x_label, exp.log_x
@@ -182,6 +191,7 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
             for k in keys
         },
         "differences": rep.differences(table, keys),
+        "cross_site": rep.cross_site_runs(runs),
         "runs": [
             {"arm": r.arm.key, "seed": r.seed, "dir": str(r.path), "reused": r.reused, "run_s": r.results.get("run_s")}
             for r in runs

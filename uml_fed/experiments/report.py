@@ -341,3 +341,88 @@ def regime_table(table: Table) -> str:
     head = ["setting", "x", f"unimodal {weak} (%)", f"Δ {weak} (pp: mean [95 % CI], seeds > 0)", "verdict"]
     lead = f"The weaker modality here: {weak} (mean unimodal accuracy over all settings {100 * mean_acc[weak]:.2f} %)."
     return lead + "\n\n" + markdown_table(head, rows)
+
+
+def cross_site_runs(runs: list[Run]) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
+    """Per arm key and seed, the run's cross-site matrix of that arm (``train.cross_site``)."""
+    out: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+    for run in runs:
+        arm = run.results.get("method", "uml") if run.arm.method == "uml" else RESULT_ARM[run.arm.method]
+        matrix = run.results.get("cross_site", {}).get(arm)
+        if matrix:
+            out.setdefault(run.arm.key, {})[run.seed] = matrix
+    return out
+
+
+def _site_gap(matrix: dict[str, dict[str, float]]) -> float:
+    """Mean accuracy at the other sites minus mean accuracy at its own, over a matrix's models."""
+    own = statistics.fmean(row[o] for o, row in matrix.items())
+    other = statistics.fmean(a for o, row in matrix.items() for s, a in row.items() if s != o)
+    return other - own
+
+
+def cross_site_section(runs: list[Run], keys: list[str], labels: dict[str, str], png: Path) -> str:
+    """Markdown: per arm, the seed-mean matrix (row: whose model, column: whose test split), and a table
+    of what a model loses at the neighbours (mean off-diagonal - mean diagonal, per seed, with its 95 %
+    interval); the matrices also as one heat-map PNG."""
+    found = cross_site_runs(runs)
+    ordered = [k for k in keys if k in found]
+    if not ordered:
+        return ""
+    means: dict[str, dict[str, dict[str, float]]] = {}
+    lines = []
+    gaps = []
+    for k in ordered:
+        seeds = found[k]
+        owners = list(next(iter(seeds.values())))
+        means[k] = {
+            o: {s: statistics.fmean(m[o][s] for m in seeds.values()) for s in next(iter(seeds.values()))[o]}
+            for o in owners
+        }
+        sites = list(dict.fromkeys(s for row in means[k].values() for s in row))
+        rows = [[o, *(f"{100 * means[k][o][s]:.1f}" if s in means[k][o] else "-" for s in sites)] for o in owners]
+        lines += [
+            f"**{labels[k]}** (seeds {sorted(seeds)})",
+            "",
+            markdown_table(["model of \\ test at", *sites], rows),
+            "",
+        ]
+        gaps.append([labels[k], paired([_site_gap(m) for _, m in sorted(seeds.items())])])
+    head = markdown_table(
+        ["method", "at the other sites of its sensor − at its own (pp: mean [95 % CI], seeds > 0)"], gaps
+    )
+    plot_cross_site(means, ordered, labels, png)
+    return "\n".join([head, "", f"![cross-site]({png.name})", "", *lines])
+
+
+def plot_cross_site(
+    means: dict[str, dict[str, dict[str, float]]], keys: list[str], labels: dict[str, str], path: Path
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.axis("off")
+    for ax, k in zip(axes.flat, keys):
+        owners = list(means[k])
+        sites = list(dict.fromkeys(s for row in means[k].values() for s in row))
+        grid = np.array([[100 * means[k][o].get(s, np.nan) for s in sites] for o in owners])
+        ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
+        ax.set_xticks(range(len(sites)), sites, rotation=45, fontsize=7)
+        ax.set_yticks(range(len(owners)), owners, fontsize=7)
+        ax.set_title(labels[k], fontsize=7, wrap=True)
+    fig.supxlabel("test split of", fontsize=8)
+    fig.supylabel("model of", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -27,7 +27,7 @@ from flwr.common.logger import log
 
 from ..config import Config
 from ..data import Institution, modality_of
-from ..evaluation import calibrate_and_evaluate
+from ..evaluation import calibrate_and_evaluate, test_accuracy_at
 from ..model import (
     UMLModel,
     backbone_state,
@@ -49,8 +49,10 @@ from ..train import (
     fit,
     lr_at,
     make_optimizer,
+    personalise,
     resolve_device,
     seeded_generator,
+    set_label_priors,
     set_lr,
     split_tensors,
     train_one_epoch,
@@ -71,6 +73,7 @@ class InstitutionClient:
         self.modality = modality_of(cfg)[self.name]
         torch.manual_seed(derived_seed(cfg.seed, "init", self.name))
         self.model = UMLModel({self.name: self.inst.in_channels}, len(self.inst.classes), cfg.model).to(self.device)
+        set_label_priors(self.model, [self.inst])
         self.model.set_compute(compute_for(cfg.train, self.device), cfg.train.compile)
         self.optimizer = make_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay)
         self.selection = Selection(cfg.train.select_after)
@@ -230,6 +233,8 @@ class InstitutionClient:
         if self.selection.state is not None:
             mm.load_state_dict(self.selection.state)
         tic = time.perf_counter()
+        mm = personalise(mm, self.inst, self.cfg, self.device, seeded_generator(self.cfg.seed, "finetune", self.name))
+        personalise_s = time.perf_counter() - tic
         r = calibrate_and_evaluate(
             mm,
             self.inst,
@@ -264,10 +269,36 @@ class InstitutionClient:
                     "selected-round": int(self.selection.best_at if self.selection.state is not None else rnd),
                     **own,
                     "calibration-time-s": float(r["calibration_s"]),
+                    "personalise-time-s": float(personalise_s),
                     "calibrate-and-evaluate-time-s": float(time.perf_counter() - tic),
                 }
             )
         )
+
+    def share(self, content: RecordDict) -> RecordDict:
+        """``train.cross_site``: the institution's reported model (saved by the calibrate round), whole, for
+        its modality's other institutions to evaluate."""
+        self.bind(content[records.CONFIG])
+        path = self.store.path / "model.pt"  # type: ignore[union-attr]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"institution {self.name!r}: no reported model at {path} to share for cross-site evaluation; "
+                "the calibrate round did not save it (see the node's log)"
+            )
+        return records.model_record(torch.load(path, map_location="cpu", weights_only=False))
+
+    def cross_site(self, content: RecordDict) -> RecordDict:
+        """The test accuracy of every model in the message on this institution's test split (the models
+        are evaluated as they are and dropped; only accuracies go back)."""
+        self.bind(content[records.CONFIG])
+        accs = {}
+        for key in content.array_records:
+            owner = key.removeprefix(f"{records.MODEL}:")
+            payload = records.model_payload(content[key], content[f"{records.INFO}:{owner}"])
+            accs[f"acc:{owner}"] = test_accuracy_at(
+                payload, self.inst, self.device, self.cfg.train.eval_batch_size, self.model.compute
+            )
+        return records.metrics_reply(MetricRecord(accs))
 
     def own_baseline(self, largest: int, rounds: int) -> dict[str, float]:
         """What the institution could reach alone (``fed.local_baseline``): its unimodal ResNet-18 trained

@@ -113,7 +113,7 @@ def live_client(cfg: Config, ident: Identity, config: Mapping[str, Any]) -> Inst
 def serve(
     action: str, content: RecordDict, run_config: Mapping[str, Any], node_config: Mapping[str, Any]
 ) -> RecordDict:
-    """A node's answer to one message (``describe`` | ``train`` | ``calibrate``).
+    """A node's answer to one message (``describe`` | ``train`` | ``calibrate`` | ``share`` | ``cross_site``).
 
     A failure is told to the server as ``fed.error_detail`` says: ``full`` (the message), or ``type``
     (the error's type and a short code; the full message stays in this institution's own log) --
@@ -128,7 +128,13 @@ def serve(
         if action == "describe":
             return records.describe_reply(InstitutionClient(cfg, own_institution(cfg, ident)).describe())
         client = live_client(cfg, ident, content[records.CONFIG])
-        return client.train(content) if action == "train" else client.calibrate(content)
+        handler = {
+            "train": client.train,
+            "calibrate": client.calibrate,
+            "share": client.share,
+            "cross_site": client.cross_site,
+        }[action]
+        return handler(content)
     except Exception as e:  # noqa: BLE001 - reported to the server, in full or reduced
         detail = cfg.fed.error_detail
         if detail == "auto":

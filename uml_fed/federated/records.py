@@ -5,10 +5,16 @@ also the average projection of the receiving institution's modality (``projectio
 record with what changes per round.  A train reply carries the backbone's parameters (keys
 ``backbone.*``, no BN statistics), with projection sharing also the institution's projection, and
 scalar metrics.  Describe and calibrate replies carry no arrays at all.
+
+Only with ``train.cross_site``, after the calibrate round: a share reply carries the institution's
+reported model whole (``model``: every array of its checkpoint, ``info``: bands, classes, model config,
+normalisation statistics), and a cross-site message carries the models of one modality's institutions
+(``model:<institution>``, ``info:<institution>``) to each of them; its reply is accuracies only.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -25,6 +31,39 @@ INFO = "info"
 TRAIN = "train"
 DESCRIBE = "query.describe"
 CALIBRATE = "query.calibrate"
+SHARE = "query.share"
+CROSS_SITE = "query.cross_site"
+MODEL = "model"
+
+
+def model_record(payload: Mapping) -> RecordDict:
+    """A reported model (a checkpoint payload) as a share reply: its arrays at full precision + its metadata."""
+    info = {
+        "modality": str(payload["modality"]),
+        "bands": [str(b) for b in payload["bands"]],
+        "classes": [str(c) for c in payload["classes"]],
+        "model-cfg": json.dumps(payload["model_cfg"]),
+        "calibrated": bool(payload["calibrated"]),
+        "has-stats": payload["mean"] is not None,
+    }
+    if payload["mean"] is not None:
+        info.update(mean=[float(v) for v in payload["mean"]], std=[float(v) for v in payload["std"]])
+    return RecordDict({MODEL: to_record(payload["state_dict"]), INFO: ConfigRecord(info)})
+
+
+def model_payload(arrays: ArrayRecord, info: ConfigRecord) -> dict:
+    """The checkpoint payload a :func:`model_record` was made of (what :func:`uml_fed.results.model_from_payload` takes)."""
+    stats = bool(info["has-stats"])
+    return {
+        "modality": str(info["modality"]),
+        "bands": list(info["bands"]),
+        "classes": list(info["classes"]),
+        "model_cfg": json.loads(str(info["model-cfg"])),
+        "calibrated": bool(info["calibrated"]),
+        "mean": list(info["mean"]) if stats else None,
+        "std": list(info["std"]) if stats else None,
+        "state_dict": to_state(arrays),
+    }
 
 
 def to_record(state: Mapping[str, torch.Tensor], dtype: str = "float32") -> ArrayRecord:

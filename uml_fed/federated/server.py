@@ -6,6 +6,7 @@
         backbone = aggregator.aggregate(r, replies)      # Flower's strategy on the backbone
         save_state(r, ...)                               # resume after a crash
     calibrate round                                      # select, Algorithm 2, evaluate, per institution
+    cross-site rounds (train.cross_site)                 # models to their modality's peers, accuracies back
 
 ``fed.min_nodes=0`` (default): every institution takes part in every round.  An institution whose
 node is lost (killed, unreachable, no reply) is waited for up to ``fed.rejoin_timeout`` seconds and
@@ -32,7 +33,7 @@ from omegaconf import OmegaConf
 
 from ..config import Config, num_rounds
 from ..model import Backbone, backbone_state
-from ..results import RunDir, gain_table, summary_table
+from ..results import RunDir, cross_site_table, gain_table, summary_table
 from ..train import full_batches, seed_everything
 from . import records
 from .federation import Federation, RunFailed, exchange, handshake, one_line
@@ -201,10 +202,8 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
         ],
     }
     for who in expected:
-        msg = replies.get(who)
-        if msg is None or msg.has_error():
-            reason = str(msg.error.reason) if msg is not None else "no reply"
-            results["failures"].append({"round": "calibrate", "failed": {who: reason}, "missing": []})
+        msg = answered(replies, who, "calibrate", results)
+        if msg is None:
             continue
         steps = next(
             (r["clients"][who].get("steps-per-epoch") for r in reversed(progress.rounds) if who in r["clients"]), None
@@ -217,6 +216,10 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
             results["modalities"][who]["own"] = own_entry(metrics, steps)
     results["train_s"] = train_s
     results["calibrate_round_s"] = time.perf_counter() - tic
+    if cfg.train.cross_site:
+        tic = time.perf_counter()
+        results["cross_site"] = {"fed": cross_site_round(federation, cfg, config, list(results["modalities"]), results)}
+        results["cross_site_round_s"] = time.perf_counter() - tic
     results["wall_time_s"] = time.perf_counter() - start
     results["round_overhead_s"] = [r["overhead_s"] for r in progress.rounds]
     results["run_dir"] = str(run.path)
@@ -224,10 +227,51 @@ def _run(grid: Grid, cfg: Config, expected: list[str], run: RunDir) -> dict[str,
     print(summary_table(results), flush=True)
     if cfg.fed.local_baseline:
         print(gain_table(results), flush=True)
+    if "cross_site" in results:
+        print(cross_site_table(results), flush=True)
     if results["failures"]:
         print(f"failures: {results['failures']}", flush=True)
     print(f"run directory: {run.path}", flush=True)
     return results
+
+
+def cross_site_round(
+    federation: Federation, cfg: Config, config: ConfigRecord, institutions: list[str], results: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """``train.cross_site``: every calibrated institution shares its reported model; each modality's
+    models go to each institution of that modality, which replies with their test accuracies on its
+    own split.  Returns ``{model's institution: {test site: accuracy}}``; failures go to ``results``."""
+    timeout = cfg.fed.round_timeout
+    shared = federation.query(records.SHARE, RecordDict({records.CONFIG: config}), institutions, timeout)
+    models: dict[str, dict[str, RecordDict]] = {}
+    modality = federation.modality_of
+    for who in institutions:
+        if (msg := answered(shared, who, "share", results)) is not None:
+            models.setdefault(modality[who], {})[who] = msg.content
+    matrix: dict[str, dict[str, float]] = {owner: {} for group in models.values() for owner in group}
+    for sensor, group in models.items():
+        content = RecordDict({records.CONFIG: config})
+        for owner, reply in group.items():
+            content[f"{records.MODEL}:{owner}"] = reply[records.MODEL]
+            content[f"{records.INFO}:{owner}"] = reply[records.INFO]
+        sites = [i for i in institutions if modality[i] == sensor]
+        evaluated = federation.query(records.CROSS_SITE, content, sites, timeout)
+        for site in sites:
+            if (msg := answered(evaluated, site, "cross-site", results)) is not None:
+                accs = dict(msg.content[records.METRICS])
+                for owner in group:
+                    matrix[owner][site] = float(accs[f"acc:{owner}"])
+    return matrix
+
+
+def answered(replies: dict[str, Message], who: str, stage: str, results: dict[str, Any]) -> Message | None:
+    """``who``'s reply, or None with its failure (an error, or no reply) recorded in ``results``."""
+    msg = replies.get(who)
+    if msg is None or msg.has_error():
+        reason = str(msg.error.reason) if msg is not None else "no reply"
+        results["failures"].append({"round": stage, "failed": {who: reason}, "missing": []})
+        return None
+    return msg
 
 
 def own_entry(m: dict[str, Any], steps: int | None) -> dict[str, Any]:
@@ -252,6 +296,7 @@ def calibrate_entry(m: dict[str, Any]) -> dict[str, Any]:
         trained: {"val_acc": m["as-trained-val-acc"], "test_acc": m["as-trained-test-acc"]},
         "selected_round": int(m["selected-round"]),
         "calibration_s": m["calibration-time-s"],
+        "personalise_s": m["personalise-time-s"],
         "compute": {
             "precision": "bf16" if m["bf16"] else "fp32",
             "channels_last": bool(m["channels-last"]),
