@@ -4,6 +4,7 @@ cross-site evaluation."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -21,13 +22,14 @@ from uml_fed.train import personalise, seeded_generator, split_tensors
 SITES = ("data.partition.institutions=2", "data.partition.method=dirichlet", "data.partition.alpha=1.0")
 
 
-def test_a_private_head_never_leaves_the_institution(tmp_path):
-    """model.private_head: the backbone ends at its features; a train reply holds the backbone's blocks
-    only, and the head is in the institution's private state on its disk."""
+def test_a_private_head_and_prior_never_leave_the_institution(tmp_path):
+    """model.private_head + model.logit_adjust: the backbone ends at its features; a train reply holds
+    the backbone's blocks only, and the head and the label prior are in the institution's private state
+    on its disk."""
     from flwr.app import ConfigRecord, Context, Message, RecordDict
 
     run = {
-        "overrides": " ".join(tiny_overrides("model.private_head=true")),
+        "overrides": " ".join(tiny_overrides("model.private_head=true", "model.logit_adjust=1.0")),
         "local-epochs": 1,
         "output-dir": str(tmp_path),
     }
@@ -42,7 +44,8 @@ def test_a_private_head_never_leaves_the_institution(tmp_path):
     reply = client_app.train(Message(content=content, dst_node_id=100, message_type="train"), ctx)
     assert set(reply.content["arrays"].keys()) == keys
     saved = torch.load(tmp_path / "clients" / "s1" / "k" / "round_1.pt", weights_only=False)["private"]
-    assert {"head.weight", "head.bias"} <= set(saved)
+    assert {"head.weight", "head.bias", "prior.log_prior"} <= set(saved)
+    torch.testing.assert_close(saved["prior.log_prior"], torch.full((6,), math.log(1 / 6)))  # 24 per class
 
 
 def test_private_head_needs_uml_and_a_shared_block():
@@ -74,9 +77,11 @@ def test_fine_tuning_changes_only_what_it_names(part, private_head, tiny_cfg):
         assert any(k.startswith(last) for k in changed)
 
 
-def test_finetune_last_block_needs_a_shared_block():
+def test_finetune_needs_a_uml_model_and_last_block_a_shared_block():
     with pytest.raises(ConfigError, match="train.finetune=last_block"):
         load_config(["train.finetune=last_block", "model.projection_blocks=8"])
+    with pytest.raises(ConfigError, match="train.finetune=head"):
+        load_config(["train.finetune=head", "method=isca"])
 
 
 def test_a_uniform_label_prior_is_the_identity():
@@ -93,7 +98,10 @@ def test_a_uniform_label_prior_is_the_identity():
 
 
 def test_logit_adjustment_takes_each_institutions_own_prior(tiny_cfg):
-    cfg = tiny_cfg(*SITES, "model.logit_adjust=1.0", "train.epochs=1", "train.select_after=0")
+    """Pooled per sensor, the model trains with the pool's prior; each member's reported copy carries
+    the member's own."""
+    cfg = tiny_cfg(*SITES, "model.logit_adjust=1.0", "train.pool_institutions=true", "train.epochs=1",
+                   "train.select_after=0")  # fmt: skip
     from uml_fed.centralized import run_centralized
 
     results = run_centralized(cfg, unimodal=False)

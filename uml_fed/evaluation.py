@@ -46,8 +46,8 @@ def as_trained(model: torch.nn.Module) -> str:
 
 
 def class_balanced(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Indices of a resample of ``labels``' size in which every class present occurs equally often
-    (``train.bn_cal_sample=balanced``; drawn with replacement within each class)."""
+    """Indices of a resample of ``labels``' size in which every class present occurs as equally often as
+    the size allows (``train.bn_cal_sample=balanced``; drawn with replacement within each class)."""
     present = torch.unique(labels)
     per = -(-len(labels) // len(present))
     picks = []
@@ -140,6 +140,8 @@ def test_accuracy_at(
         x = x.float()
     model = model_from_payload(payload).to(device)
     model.compute = compute
+    if compute.channels_last:
+        model.to(memory_format=torch.channels_last)
     return evaluate(model, x, y, device, batch_size)["acc"]
 
 

@@ -133,7 +133,9 @@ class Backbone(nn.Module):
         return self.fc(features)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(z))
+        """Logits, or (``model.private_head``) the pooled features for the modality's own head."""
+        features = self.features(z)
+        return features if self.fc is None else self.fc(features)
 
 
 class LabelPrior(nn.Module):
@@ -184,7 +186,7 @@ FP32 = Compute()
 
 def classify(backbone: Backbone, head: nn.Linear | None, prior: LabelPrior | None, z: torch.Tensor) -> torch.Tensor:
     """Logits of projected ``z``: the backbone, then the modality's own head and prior when it has them."""
-    logits = backbone(z) if head is None else head(backbone.features(z))
+    logits = backbone(z) if head is None else head(backbone(z))
     return logits if prior is None else prior(logits)
 
 

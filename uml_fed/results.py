@@ -233,6 +233,9 @@ def cross_site_table(results: dict[str, Any]) -> str:
     modality (columns), test accuracy in percent; the diagonal is the institution's own."""
     blocks = []
     for arm, matrix in results.get("cross_site", {}).items():
+        if not matrix:
+            blocks.append(f"cross-site test accuracy, {ARMS.get(arm, arm)}: no model was shared (see the failures)")
+            continue
         sites = sorted({s for row in matrix.values() for s in row})
         label = f"{ARMS.get(arm, arm)} model of"
         w0 = max(len(label), *(len(o) for o in matrix))

@@ -328,12 +328,18 @@ def tuned_part(model: ModalityModel, part: str) -> torch.nn.Module:
 
 
 def personalise(
-    model: ModalityModel, inst: Institution, cfg: Config, device: torch.device, generator: torch.Generator
+    model: ModalityModel,
+    inst: Institution,
+    cfg: Config,
+    device: torch.device,
+    generator: torch.Generator,
+    epochs_done: int | None = None,
 ) -> ModalityModel:
     """An institution's copy of a trained UML model before Algorithm 2: its own label prior
     (``model.logit_adjust``), then ``train.finetune``: the tuned part trained for ``train.finetune_epochs``
-    epochs (each its own training split's full batches, reshuffled with ``generator``) at the schedule's
-    last learning rate, with everything else frozen and in eval mode (no statistic of it moves).
+    epochs (each its own training split's full batches, reshuffled with ``generator``) at the learning
+    rate of the schedule's last epoch (``epochs_done``, default ``train.epochs``), with everything else
+    frozen and in eval mode (no statistic of it moves).
     ``model`` itself is untouched (and returned when there is nothing to do)."""
     t = cfg.train
     if model.prior is None and t.finetune == "none":
@@ -350,7 +356,7 @@ def personalise(
         p.requires_grad_(True)
     local.eval()
     part.train()
-    optimizer = make_optimizer(part, lr_at(t, t.epochs - 1), t.weight_decay)
+    optimizer = make_optimizer(part, lr_at(t, (epochs_done or t.epochs) - 1), t.weight_decay)
     x, y = split_tensors(inst, "train")
     stream = BatchStream(x, y, t.batch_size, generator, device)
     for epoch in range(t.finetune_epochs):

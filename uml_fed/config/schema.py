@@ -96,7 +96,7 @@ class ModelConfig:
     private_head: bool = False
     # tau >= 0: logits + tau * log(own training label frequencies, Laplace-smoothed) in training and
     # inference (logit adjustment, Menon et al. 2021; FedLC, Zhang et al. 2022): a shared classifier learns
-    # the prior-free part and each institution adds its own prior, which never leaves it; 0 = off
+    # the prior-free part and each institution adds its own prior, private state like its projection; 0 = off
     logit_adjust: float = 0.0
 
 
@@ -116,7 +116,7 @@ class TrainConfig:
     bn_cal_epochs: int = 10  # Algorithm 2: calibration epochs E_cal, >= 0
     bn_cal_batch_size: int = 600  # Algorithm 2: calibration batch size B, >= 1
     # Algorithm 2's data: own = the institution's training split | balanced = a seeded resample of it of the
-    # same size with every class present in it equally often (BN statistics without the local label skew)
+    # same size with every class present in it (nearly) equally often (BN statistics without the local label skew)
     bn_cal_sample: str = "own"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch intra-op threads, >= 0; 0 = what the process was given (torch / Ray)
@@ -131,9 +131,9 @@ class TrainConfig:
     # calibrated = static BN + Algorithm 2
     unimodal_bn: str = "ordinary"
     # UML models, after training and before Algorithm 2: each institution trains a copy of its selected
-    # model's head (the classifier) or last_block (the last backbone block + classifier), everything else
-    # frozen, for finetune_epochs epochs on its own training split at the schedule's last learning rate |
-    # none
+    # model's head (the classifier) or last_block (the last backbone block + classifier; with ordinary BN
+    # also that block's running statistics), everything else frozen, for finetune_epochs epochs on its own
+    # training split at the schedule's last learning rate | none
     finetune: str = "none"
     finetune_epochs: int = 5  # >= 1
     # every institution's reported model also evaluated on the test split of every other institution of

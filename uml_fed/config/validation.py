@@ -140,6 +140,11 @@ def _combinations(cfg: Config) -> None:
             f"model.logit_adjust={m.logit_adjust} adds the label prior to the logits of UML's classifier; "
             f"method={cfg.method.name} classifies through its own terms: set model.logit_adjust=0 or method=uml"
         )
+    if cfg.train.finetune != "none" and cfg.method.name == "isca":
+        raise ConfigError(
+            f"train.finetune={cfg.train.finetune} tunes a trained UML model; ISCA's frozen encoders and fitted maps "
+            "are not one: set train.finetune=none or use method=isca_e2e"
+        )
     if cfg.train.finetune == "last_block" and m.projection_blocks == 8:
         raise ConfigError(
             "train.finetune=last_block tunes the last shared block, and model.projection_blocks=8 leaves none; "

@@ -354,11 +354,12 @@ def cross_site_runs(runs: list[Run]) -> dict[str, dict[int, dict[str, dict[str, 
     return out
 
 
-def _site_gap(matrix: dict[str, dict[str, float]]) -> float:
-    """Mean accuracy at the other sites minus mean accuracy at its own, over a matrix's models."""
-    own = statistics.fmean(row[o] for o, row in matrix.items())
-    other = statistics.fmean(a for o, row in matrix.items() for s, a in row.items() if s != o)
-    return other - own
+def _site_gap(matrix: dict[str, dict[str, float]]) -> float | None:
+    """Mean accuracy at the other sites minus mean accuracy at its own, over a matrix's models (None
+    when either side has no cell: a site that did not reply)."""
+    own = [row[o] for o, row in matrix.items() if o in row]
+    other = [a for o, row in matrix.items() for s, a in row.items() if s != o]
+    return statistics.fmean(other) - statistics.fmean(own) if own and other else None
 
 
 def cross_site_section(runs: list[Run], keys: list[str], labels: dict[str, str], png: Path) -> str:
@@ -374,9 +375,12 @@ def cross_site_section(runs: list[Run], keys: list[str], labels: dict[str, str],
     gaps = []
     for k in ordered:
         seeds = found[k]
-        owners = list(next(iter(seeds.values())))
+        owners = list(dict.fromkeys(o for m in seeds.values() for o in m))
         means[k] = {
-            o: {s: statistics.fmean(m[o][s] for m in seeds.values()) for s in next(iter(seeds.values()))[o]}
+            o: {
+                s: statistics.fmean(m[o][s] for m in seeds.values() if s in m.get(o, {}))
+                for s in dict.fromkeys(s for m in seeds.values() for s in m.get(o, {}))
+            }
             for o in owners
         }
         sites = list(dict.fromkeys(s for row in means[k].values() for s in row))
@@ -387,7 +391,7 @@ def cross_site_section(runs: list[Run], keys: list[str], labels: dict[str, str],
             markdown_table(["model of \\ test at", *sites], rows),
             "",
         ]
-        gaps.append([labels[k], paired([_site_gap(m) for _, m in sorted(seeds.items())])])
+        gaps.append([labels[k], paired([g for _, m in sorted(seeds.items()) if (g := _site_gap(m)) is not None])])
     head = markdown_table(
         ["method", "at the other sites of its sensor − at its own (pp: mean [95 % CI], seeds > 0)"], gaps
     )

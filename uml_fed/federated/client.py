@@ -233,8 +233,10 @@ class InstitutionClient:
         if self.selection.state is not None:
             mm.load_state_dict(self.selection.state)
         tic = time.perf_counter()
-        mm = personalise(mm, self.inst, self.cfg, self.device, seeded_generator(self.cfg.seed, "finetune", self.name))
+        generator = seeded_generator(self.cfg.seed, "finetune", self.name)
+        mm = personalise(mm, self.inst, self.cfg, self.device, generator, rnd * self.cfg.fed.local_epochs)
         personalise_s = time.perf_counter() - tic
+        tic = time.perf_counter()
         r = calibrate_and_evaluate(
             mm,
             self.inst,
