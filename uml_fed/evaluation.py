@@ -113,13 +113,22 @@ def calibrate_and_evaluate(
     return out
 
 
+def deployed_model(payload: dict[str, Any], device: torch.device, compute: Compute = FP32) -> ModalityModel:
+    """The reported model of a checkpoint payload on ``device``, computing as ``compute`` says (the run's,
+    so that its cross-site diagonal is the institution's own test accuracy)."""
+    model = model_from_payload(payload).to(device)
+    model.compute = compute
+    if compute.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def test_accuracy_at(
-    payload: dict[str, Any], inst: Institution, device: torch.device, batch_size: int, compute: Compute = FP32
+    payload: dict[str, Any], model: ModalityModel, inst: Institution, device: torch.device, batch_size: int
 ) -> float:
-    """Test accuracy of a reported model (a checkpoint payload) on ``inst``'s test split, as deployed:
-    no recalibration, the split renormalised from ``inst``'s statistics to the model's (left as it is
-    when they are the same), computing as ``compute`` says (the run's, so the diagonal is the
-    institution's own test accuracy)."""
+    """Test accuracy of a reported model (``model``, the :func:`deployed_model` of ``payload``) on
+    ``inst``'s test split, as deployed: no recalibration, the split renormalised from ``inst``'s
+    statistics to the model's (left as it is when they are the same)."""
     if list(payload["bands"]) != list(inst.bands) or list(payload["classes"]) != list(inst.classes):
         raise ValueError(
             f"cross-site evaluation: the model of {payload['modality']!r} (bands {payload['bands']}) cannot be "
@@ -138,10 +147,6 @@ def test_accuracy_at(
         raw = x * torch.as_tensor(inst.std).view(shape) + torch.as_tensor(inst.mean).view(shape)
         x = (raw - torch.as_tensor(payload["mean"]).view(shape)) / torch.as_tensor(payload["std"]).view(shape)
         x = x.float()
-    model = model_from_payload(payload).to(device)
-    model.compute = compute
-    if compute.channels_last:
-        model.to(memory_format=torch.channels_last)
     return evaluate(model, x, y, device, batch_size)["acc"]
 
 
@@ -154,11 +159,9 @@ def cross_site(
     compute: Compute = FP32,
 ) -> dict[str, dict[str, float]]:
     """``{model's institution: {test site: accuracy}}`` over every pair of institutions of one modality."""
-    return {
-        owner: {
-            site.name: test_accuracy_at(payload, site, device, batch_size, compute)
-            for site in institutions
-            if modality[site.name] == modality[owner]
-        }
-        for owner, payload in payloads.items()
-    }
+    matrix = {}
+    for owner, payload in payloads.items():
+        model = deployed_model(payload, device, compute)
+        sites = [site for site in institutions if modality[site.name] == modality[owner]]
+        matrix[owner] = {site.name: test_accuracy_at(payload, model, site, device, batch_size) for site in sites}
+    return matrix

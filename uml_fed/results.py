@@ -159,10 +159,16 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Modali
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    payload = read_checkpoint(path, map_location)
+    return model_from_payload(payload), payload
+
+
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """The :func:`checkpoint_payload` saved at ``path`` (refused unless it is one)."""
     payload = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a uml-fed modality checkpoint (format {CHECKPOINT_FORMAT})")
-    return model_from_payload(payload), payload
+    return payload
 
 
 def model_from_payload(payload: dict[str, Any]) -> ModalityModel:

@@ -27,7 +27,7 @@ from flwr.common.logger import log
 
 from ..config import Config
 from ..data import Institution, modality_of
-from ..evaluation import calibrate_and_evaluate, test_accuracy_at
+from ..evaluation import calibrate_and_evaluate, deployed_model, test_accuracy_at
 from ..model import (
     UMLModel,
     backbone_state,
@@ -36,7 +36,7 @@ from ..model import (
     private_state,
     projection_state,
 )
-from ..results import ArtifactError, save_checkpoint
+from ..results import ArtifactError, read_checkpoint, save_checkpoint
 from ..train import (
     BatchStream,
     Proximal,
@@ -287,7 +287,7 @@ class InstitutionClient:
                 f"institution {self.name!r}: no reported model at {path} to share for cross-site evaluation; "
                 "the calibrate round did not save it (see the node's log)"
             )
-        return records.model_record(torch.load(path, map_location="cpu", weights_only=False))
+        return records.model_record(read_checkpoint(path))
 
     def cross_site(self, content: RecordDict) -> RecordDict:
         """The test accuracy of every model in the message on this institution's test split (the models
@@ -297,8 +297,9 @@ class InstitutionClient:
         for key in content.array_records:
             owner = key.removeprefix(f"{records.MODEL}:")
             payload = records.model_payload(content[key], content[f"{records.INFO}:{owner}"])
+            model = deployed_model(payload, self.device, self.model.compute)
             accs[f"acc:{owner}"] = test_accuracy_at(
-                payload, self.inst, self.device, self.cfg.train.eval_batch_size, self.model.compute
+                payload, model, self.inst, self.device, self.cfg.train.eval_batch_size
             )
         return records.metrics_reply(MetricRecord(accs))
 

@@ -8,8 +8,9 @@ scalar metrics.  Describe and calibrate replies carry no arrays at all.
 
 Only with ``train.cross_site``, after the calibrate round: a share reply carries the institution's
 reported model whole (``model``: every array of its checkpoint -- projection, backbone, head, label
-prior, BN statistics --, ``info``: bands, classes, model config, normalisation statistics), and a cross-site message carries the models of one modality's institutions
-(``model:<institution>``, ``info:<institution>``) to each of them; its reply is accuracies only.
+prior, BN statistics --, ``info``: bands, classes, model config, normalisation statistics), and a
+cross-site message carries the models of one modality's institutions (``model:<institution>``,
+``info:<institution>``) to each of them; its reply is accuracies only.
 """
 
 from __future__ import annotations
