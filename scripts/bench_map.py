@@ -36,7 +36,9 @@ def main() -> None:
 
     import torch
 
-    payload = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    from uml_fed.results import read_checkpoint
+
+    payload = read_checkpoint(args.checkpoint)
     bands, patch = list(payload["bands"]), int(payload["patch_size"])
     strides = args.strides or [patch, patch // 2]
     with tempfile.TemporaryDirectory() as tmp:
