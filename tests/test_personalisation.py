@@ -166,3 +166,29 @@ def test_class_balanced_calibration_sample_evens_out_the_present_classes():
     assert len(idx) == 100 and torch.bincount(labels[idx], minlength=6).tolist() == [50, 0, 0, 50, 0, 0]
     with pytest.raises(ConfigError, match="train.bn_cal_sample"):
         load_config(["train.bn_cal_sample=uniform"])
+
+
+def test_the_institutions_report_compares_every_option_with_plain_federated_uml():
+    """Each option is measured against the local unimodal model and against plain federated UML of the
+    same setting and seed; the unimodal row is left out of the second table (its sign-turned twin)."""
+    from uml_fed.experiments import report as rep
+    from uml_fed.experiments.definitions import EXPERIMENTS
+
+    assert EXPERIMENTS["institutions"].against == "fed"
+    group = "3 per sensor, dirichlet"
+    table = rep.Table(["a", "b"])
+    accs = {"unimodal": (0.80, 0.70), "fed": (0.60, 0.70), "fed_private_head": (0.75, 0.72)}
+    for series, (a, b) in accs.items():
+        key = f"{series} [{group}]"
+        table.values[key] = {s: {"a": a + s / 100, "b": b} for s in (0, 1, 2)}
+        table.series[key], table.x[key], table.group[key] = series, None, group
+    keys = list(table.values)
+    labels = {k: k for k in keys}
+    against = rep.difference_tables(table, keys, labels, "fed")
+    rows = [line for line in against.splitlines() if line.startswith("| fed_private_head")]
+    assert len(rows) == 1 and "| unimodal [" not in against and f"Δ vs fed [{group}]" in against
+    assert rows[0].split(" | ")[1] == "+15.00 [+15.00, +15.00], 3/3 > 0"
+    diffs = rep.differences(table, keys, "fed")
+    assert set(diffs) == {f"fed_private_head [{group}]"}
+    assert diffs[f"fed_private_head [{group}]"]["mean"]["mean"] == pytest.approx((0.15 + 0.02) / 2)
+    assert set(rep.differences(table, keys)) == {f"fed [{group}]", f"fed_private_head [{group}]"}

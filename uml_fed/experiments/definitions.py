@@ -53,6 +53,7 @@ class Experiment:
     matrix: bool = False  # report the pairwise "evaluated x supplementary" difference matrix (Tables 1, 2)
     regime: bool = False  # report the weaker modality's difference per group and x, with a verdict
     cross_site: bool = False  # report the runs' cross-site matrices (train.cross_site) and their heat-map
+    against: str | None = None  # a second reference series: every arm's same-seed difference to its run
     x_label: str = ""
     log_x: bool = False
 
@@ -297,6 +298,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             _institutions,
             "{dataset}_bimodal_lowdata",
             cross_site=True,
+            against="fed",
         ),
         Experiment(
             "projection-depth",

@@ -146,6 +146,13 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
     diffs = rep.difference_tables(table, keys, labels)
     if diffs:
         lines += ["## Difference to the unimodal baseline (percentage points), same seed", "", diffs, ""]
+    if exp.against:
+        lines += [
+            f"## Difference to {LABELS[exp.against]} (percentage points), same setting and seed",
+            "",
+            rep.difference_tables(table, keys, labels, exp.against),
+            "",
+        ]
     if exp.matrix:
         lines += [
             "## Change of the evaluated modality's accuracy with each supplementary modality "
@@ -191,6 +198,7 @@ def write_report(exp: Experiment, runs: list[rep.Run], out: Path, meta: dict[str
             for k in keys
         },
         "differences": rep.differences(table, keys),
+        **({f"differences_to_{exp.against}": rep.differences(table, keys, exp.against)} if exp.against else {}),
         "cross_site": rep.cross_site_runs(runs),
         "runs": [
             {"arm": r.arm.key, "seed": r.seed, "dir": str(r.path), "reused": r.reused, "run_s": r.results.get("run_s")}

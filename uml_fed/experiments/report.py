@@ -129,12 +129,22 @@ def difference_table(table: Table, keys: list[str], ref: str, labels: dict[str, 
     return markdown_table([f"Δ vs {labels[ref]} (pp: mean [95 % CI], seeds > 0)", *cols], rows)
 
 
-def differences(table: Table, keys: list[str]) -> dict[str, Any]:
-    """Every arm's same-seed paired difference to its unimodal reference, per institution and mean."""
+def _compared(table: Table, key: str, series: str) -> str | None:
+    """The run of ``series`` that ``key`` is compared with, or None where the comparison says nothing: the
+    paired reference, the run itself, and (against another series) the unimodal baseline, whose
+    difference is the other table's with its sign turned."""
+    ref = reference_of(table, key, series)
+    skip = {"paired"} if series == "unimodal" else {"paired", "unimodal"}
+    return None if ref is None or ref == key or table.series[key] in skip else ref
+
+
+def differences(table: Table, keys: list[str], series: str = "unimodal") -> dict[str, Any]:
+    """Every arm's same-seed paired difference to its run of ``series`` (the unimodal baseline by
+    default), per institution and mean."""
     out: dict[str, Any] = {}
     for k in keys:
-        ref = reference_of(table, k)
-        if ref is None or ref == k or table.series[k] == "paired":
+        ref = _compared(table, k, series)
+        if ref is None:
             continue
         out[k] = {"reference": ref}
         for inst in [*table.institutions, MEAN]:
@@ -184,11 +194,12 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def reference_of(table: Table, key: str) -> str | None:
-    """The unimodal run a key is compared with: of the same group and x where there is one."""
+def reference_of(table: Table, key: str, series: str = "unimodal") -> str | None:
+    """The run of ``series`` (the unimodal baseline by default) a key is compared with: of the same group
+    and x where there is one."""
     x, group = table.x.get(key), table.group.get(key, "")
-    base = f"unimodal [{group}]" if group else "unimodal"
-    for ref in (f"{base}@{x:g}" if x is not None else None, base, "unimodal"):
+    base = f"{series} [{group}]" if group else series
+    for ref in (f"{base}@{x:g}" if x is not None else None, base, series):
         if ref is not None and ref in table.values:
             return ref
     return None
@@ -218,12 +229,13 @@ def key_labels(table: Table, names: dict[str, str], x_label: str) -> dict[str, s
     return out
 
 
-def difference_tables(table: Table, keys: list[str], labels: dict[str, str]) -> str:
-    """Per-seed paired differences to the matching unimodal run, one table per reference."""
+def difference_tables(table: Table, keys: list[str], labels: dict[str, str], series: str = "unimodal") -> str:
+    """Per-seed paired differences to the matching run of ``series`` (the unimodal baseline by default),
+    one table per reference."""
     by_ref: dict[str, list[str]] = {}
     for k in keys:
-        ref = reference_of(table, k)
-        if ref is not None and ref != k and table.series[k] != "paired":
+        ref = _compared(table, k, series)
+        if ref is not None:
             by_ref.setdefault(ref, []).append(k)
     return "\n\n".join(difference_table(table, [ref, *ks], ref, labels) for ref, ks in by_ref.items())
 
