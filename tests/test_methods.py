@@ -318,6 +318,11 @@ def test_table4_and_table3_arms():
     assert ("isca", "uml", ("method=isca",)) in [
         (a.series, a.method, a.overrides) for a in EXPERIMENTS["table3"].arms(cfg, "cpu")
     ]
+    for e in EXPERIMENTS.values():  # each federated arm is compared with the unimodal arm, not trained twice
+        arms = e.arms(cfg, "cpu")
+        federated = [a for a in arms if a.method == "federated"]
+        assert all("fed.local_baseline=false" in a.overrides for a in federated), e.name
+        assert not federated or any(a.method == "unimodal" for a in arms), e.name
 
 
 # --- one full run ---------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ LABELS = {  # also the row order of reports: the paper's, baselines between unim
     "paired": "Paired fusion (multimodal input)",
 }
 DA_BASELINES = ("dann", "cdan", "mcc", "mdd")  # Table 4's domain-adaptation rows, in the paper's order
+NO_OWN_BASELINE = "fed.local_baseline=false"  # a federated arm's reference is the experiment's unimodal arm
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _table3(cfg: Config, scale: str) -> list[Arm]:
     return [
         *_refs(cfg, scale),
         Arm("isca", "uml", ("method=isca",)),
-        Arm("fed", "federated", ("fed.local_epochs=5",)),
+        Arm("fed", "federated", ("fed.local_epochs=5", NO_OWN_BASELINE)),
         Arm("paired", "paired"),
     ]
 
@@ -109,7 +110,10 @@ def check_schedules(total: int, local_epochs: list[int]) -> list[tuple[int, int]
 
 def _fig4(cfg: Config, scale: str) -> list[Arm]:
     schedules = check_schedules(cfg.train.epochs, list(cfg.fed.sweep_local_epochs))
-    return [*_refs(cfg, scale), *(Arm("fed", "federated", (f"fed.local_epochs={L}",), x=L) for L, _ in schedules)]
+    return [
+        *_refs(cfg, scale),
+        *(Arm("fed", "federated", (f"fed.local_epochs={L}", NO_OWN_BASELINE), x=L) for L, _ in schedules),
+    ]
 
 
 def _table2(cfg: Config, scale: str) -> list[Arm]:
@@ -156,7 +160,7 @@ def _regime(cfg: Config, scale: str) -> list[Arm]:
 
 
 def _institutions(cfg: Config, scale: str) -> list[Arm]:
-    fed = ("fed.local_epochs=5", "fed.local_baseline=false")  # the unimodal arm is the reference
+    fed = ("fed.local_epochs=5", NO_OWN_BASELINE)
     arms = [
         Arm("unimodal", "unimodal", group="one institution per sensor"),
         Arm("fed", "federated", fed, group="one institution per sensor"),
