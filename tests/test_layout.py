@@ -1,12 +1,16 @@
 """The package's layout stays readable: no import cycle inside uml_fed (module-level, deferred and
-type-checking imports all count), and the data sources are found by the registry, none by name."""
+type-checking imports all count), the data sources are found by the registry, none by name, and the app
+bundle a SuperLink ships holds the apps, the package and its configs only."""
 
 from __future__ import annotations
 
 import ast
+import io
+import zipfile
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "uml_fed"
+ROOT = PACKAGE.parent
 
 
 def module_name(path: Path) -> str:
@@ -68,3 +72,18 @@ def test_every_source_is_registered_and_found_by_name():
         tree = ast.parse((PACKAGE / "data" / module).read_text())
         names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         assert not names & set(SOURCES), (module, names & set(SOURCES))
+
+
+def test_the_app_bundle_holds_the_apps_package_and_configs_only_and_fits_flowers_limit():
+    """``flwr run`` refuses a FAB over 10 MB; docs/results with its stored runs alone is larger."""
+    from flwr.cli.build import build_fab_from_disk
+    from flwr.common.constant import FAB_MAX_SIZE
+
+    fab = build_fab_from_disk(ROOT)
+    with zipfile.ZipFile(io.BytesIO(fab)) as z:
+        names = {n for n in z.namelist() if not n.startswith(".info/")}
+    wanted = {"pyproject.toml", "README.md", "server_app.py", "client_app.py"}
+    wanted |= {p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    wanted |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
+    assert names == wanted, (sorted(names - wanted), sorted(wanted - names))
+    assert len(fab) < FAB_MAX_SIZE / 4, f"{len(fab):,} bytes"
