@@ -6,9 +6,18 @@ import torch
 
 from uml_fed.centralized import run_centralized
 from uml_fed.data import DataError, check_institution, load_institutions
-from uml_fed.model import Compute, UMLModel
-from uml_fed.results import load_checkpoint
-from uml_fed.train import BatchStream, NonFiniteLossError, make_optimizer, train_one_epoch
+from uml_fed.evaluation import deployed_model
+from uml_fed.model import UMLModel
+from uml_fed.results import read_checkpoint
+from uml_fed.train import (
+    BatchStream,
+    NonFiniteLossError,
+    compute_for,
+    compute_record,
+    make_optimizer,
+    resolve_device,
+    train_one_epoch,
+)
 
 CHANCE = 1 / 6
 
@@ -50,13 +59,17 @@ def test_run_directory_holds_config_metrics_results_and_loadable_checkpoints(tra
     saved = json.loads((run / "results.json").read_text())
     assert set(saved["modalities"]) == {"s1", "s2"}
     inst = {i.name: i for i in load_institutions(cfg)}
-    # A checkpoint holds what the model is, not how it computed (the deployer chooses): evaluate it as the
-    # run did, bf16 autocast where train.precision=auto took it, to reproduce the reported accuracy exactly.
-    how = saved["compute"]
-    compute = Compute(torch.bfloat16 if how["precision"] == "bf16" else None, how["channels_last"])
+    # A checkpoint holds what the model is, not how it computed (the deployer chooses): deploy it computing
+    # as the run did (bf16 autocast where train.precision=auto took it) to reproduce the reported accuracy.
+    device = resolve_device(cfg.train.device)
+    compute = compute_for(cfg.train, device)
+    how = compute_record(compute, device)
+    assert [how[k] for k in ("precision", "channels_last")] == [
+        saved["compute"][k] for k in ("precision", "channels_last")
+    ]
     for m in ("s1", "s2"):
-        model, meta = load_checkpoint(run / "checkpoints" / f"uml_{m}.pt")
-        model.compute = compute
+        meta = read_checkpoint(run / "checkpoints" / f"uml_{m}.pt")
+        model = deployed_model(meta, device, compute)
         assert meta["bands"] == inst[m].bands and meta["calibrated"]
         x = torch.from_numpy(inst[m].split("test").images)
         y = torch.from_numpy(inst[m].split("test").labels)

@@ -83,7 +83,7 @@ def test_the_app_bundle_holds_the_apps_package_and_configs_only_and_fits_flowers
     with zipfile.ZipFile(io.BytesIO(fab)) as z:
         names = {n for n in z.namelist() if not n.startswith(".info/")}
     wanted = {"pyproject.toml", "README.md", "server_app.py", "client_app.py"}
-    wanted |= {p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    wanted |= {p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py")}
     wanted |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
     assert names == wanted, (sorted(names - wanted), sorted(wanted - names))
     assert len(fab) < FAB_MAX_SIZE / 4, f"{len(fab):,} bytes"
